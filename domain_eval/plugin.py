@@ -1,0 +1,1 @@
+# plugin lands with issue 6
