@@ -1,0 +1,241 @@
+"""Batched, seeded generation of domain names on one base model with switchable adapters."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from domain_eval.confidence import confidence
+from domain_eval.domains import extract_domains
+from domain_eval.models import (
+    DEFAULT_BASE,
+    LoadedBase,
+    attach_adapters,
+    load_base,
+    resolve_adapter,
+)
+from domain_eval.prompts import build_prompt
+
+BASE_ADAPTER = "base"  # the name meaning "no adapter"
+
+
+@dataclass
+class GenerationConfig:
+    """How suggestions are generated.
+
+    greedy: deterministic decoding; it is also independent of which other prompts share
+        the batch, which makes it the right default for evaluation and regression gating.
+    temperature, top_p: sampling parameters, used when a seed is given or greedy is False.
+    max_new_tokens: enough for ~6 domains; generation stops earlier at end-of-turn.
+    batch_size: prompts per forward pass; prompts are sorted by length so padding stays small.
+    """
+
+    n: int = 5
+    max_new_tokens: int = 64
+    greedy: bool = True
+    temperature: float = 0.8
+    top_p: float = 0.95
+    batch_size: int = 16
+    sort_by_length: bool = True
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class Generation:
+    """One description's generation: raw text, ranked (domain, confidence) pairs and counts."""
+
+    description: str
+    raw: str
+    domains: list[tuple[str, float]]
+    dropped_unsafe: list[str] = field(default_factory=list)
+    new_tokens: int = 0
+    adapter: str = BASE_ADAPTER
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "raw": self.raw,
+            "domains": [{"domain": d, "confidence": c} for d, c in self.domains],
+            "dropped_unsafe": list(self.dropped_unsafe),
+            "new_tokens": self.new_tokens,
+            "adapter": self.adapter,
+            "seed": self.seed,
+        }
+
+
+def rank_domains(text: str, description: str, n: int, safety: Any | None = None) -> tuple[list[tuple[str, float]], list[str]]:
+    """Extract valid domains from model text, drop unsafe ones, keep the first n, rank by confidence."""
+    candidates = extract_domains(text)
+    dropped: list[str] = []
+    if safety is not None:
+        candidates, dropped_pairs = safety.filter_domains(candidates)
+        dropped = [d for d, _ in dropped_pairs]
+    kept = candidates[:n]
+    scored = [(d, confidence(d, description)) for d in kept]
+    # Stable sort: ties keep the model's own order.
+    return sorted(scored, key=lambda pair: -pair[1]), dropped
+
+
+def _default_safety() -> Any | None:
+    try:
+        from domain_eval.safety import default_filter
+    except ImportError:
+        return None
+    return default_filter()
+
+
+class DomainNameGenerator:
+    """Suggest domains for business descriptions.
+
+    >>> gen = DomainNameGenerator(adapter="v3")          # embedded SmolLM2-135M, 4-bit
+    >>> gen.generate_domains("organic coffee shop in downtown Portland")
+    [('organiccoffeepdx.com', 0.76), ...]
+
+    ``adapter`` may be one name/path, a list of them, or a mapping name -> path. All
+    adapters share one loaded base and are switched with :meth:`use` (peft ``set_adapter``).
+    """
+
+    def __init__(
+        self,
+        base_model: str = DEFAULT_BASE,
+        adapter: str | Sequence[str] | Mapping[str, str | Path] | None = None,
+        quant: str = "4bit",
+        device: str | None = None,
+        config: GenerationConfig | None = None,
+        models_dir: str | Path = "models",
+        progress: Callable[[str], None] | None = None,
+        safety: Any | None = "default",
+        loaded: LoadedBase | None = None,
+    ) -> None:
+        self.config = config or GenerationConfig()
+        self.loaded = loaded or load_base(base_model, quant=quant, device=device, progress=progress)
+        self.adapter_paths = self._resolve_adapters(adapter, models_dir)
+        start = time.perf_counter()
+        self.model = attach_adapters(self.loaded, self.adapter_paths)
+        self.adapter_load_seconds = time.perf_counter() - start
+        self.tokenizer = self.loaded.tokenizer
+        self.safety = _default_safety() if safety == "default" else safety
+        self.active = next(iter(self.adapter_paths), BASE_ADAPTER)
+
+    @staticmethod
+    def _resolve_adapters(adapter: Any, models_dir: str | Path) -> dict[str, Path]:
+        if adapter is None:
+            return {}
+        if isinstance(adapter, Mapping):
+            return {str(k): resolve_adapter(str(v), models_dir) for k, v in adapter.items()}
+        names = [adapter] if isinstance(adapter, (str, Path)) else list(adapter)
+        out: dict[str, Path] = {}
+        for name in names:
+            if str(name) == BASE_ADAPTER:
+                continue
+            path = resolve_adapter(str(name), models_dir)
+            key = str(name) if Path(str(name)).name == str(name) else path.name
+            out[key] = path
+        return out
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(self.adapter_paths)
+
+    def use(self, adapter: str | None) -> None:
+        """Make ``adapter`` active; ``None`` or ``"base"`` means the bare base model."""
+        name = adapter or BASE_ADAPTER
+        if name != BASE_ADAPTER:
+            if name not in self.adapter_paths:
+                raise KeyError(f"adapter {name!r} is not loaded (loaded: {', '.join(self.adapters) or 'none'})")
+            self.model.set_adapter(name)
+        self.active = name
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        descriptions: Sequence[str],
+        n: int | None = None,
+        seed: int | None = None,
+        greedy: bool | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[Generation]:
+        """Generate for every description with the active adapter; results keep input order.
+
+        Greedy unless a seed is given (then seeded sampling) or ``greedy`` says otherwise.
+        """
+        import torch
+
+        n = n or self.config.n
+        for i, d in enumerate(descriptions):
+            if not isinstance(d, str) or not d.strip():
+                raise ValueError(f"description #{i} is empty; give a business description")
+        use_greedy = greedy if greedy is not None else (seed is None and self.config.greedy)
+        prompts = [build_prompt(self.tokenizer, d, n) for d in descriptions]
+        order = list(range(len(prompts)))
+        if self.config.sort_by_length:
+            lengths = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+            order.sort(key=lambda i: lengths[i])
+        results: list[Generation | None] = [None] * len(prompts)
+        bs = self.config.batch_size
+        done = 0
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            texts, counts = self._generate_texts([prompts[i] for i in idx], use_greedy, seed, start // bs)
+            for i, text, count in zip(idx, texts, counts):
+                domains, dropped = rank_domains(text, descriptions[i], n, self.safety)
+                results[i] = Generation(descriptions[i], text, domains, dropped, count, self.active, None if use_greedy else seed)
+            done += len(idx)
+            if on_batch:
+                on_batch(done, len(prompts))
+        return [r for r in results if r is not None]
+
+    def _generate_texts(self, prompts: list[str], greedy: bool, seed: int | None, batch_no: int) -> tuple[list[str], list[int]]:
+        import torch
+
+        tok = self.tokenizer
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.loaded.device)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=self.config.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            repetition_penalty=self.config.repetition_penalty,
+        )
+        if greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p, top_k=0)
+            if seed is not None:
+                torch.manual_seed(seed + batch_no)
+        with torch.inference_mode():
+            if self.active == BASE_ADAPTER and self.adapter_paths:
+                with self.model.disable_adapter():
+                    out = self.model.generate(**enc, **kwargs)
+            else:
+                out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1] :]
+        texts, counts = [], []
+        for row in new:
+            ids = row.tolist()
+            if tok.eos_token_id in ids:
+                ids = ids[: ids.index(tok.eos_token_id) + 1]
+            counts.append(len(ids))
+            texts.append(tok.decode(ids, skip_special_tokens=True))
+        return texts, counts
+
+    def generate_batch(self, descriptions: Sequence[str], n: int = 5, seed: int | None = None) -> list[list[tuple[str, float]]]:
+        """``[(domain, confidence), ...]`` per description, ranked by confidence."""
+        return [g.domains for g in self.generate(descriptions, n=n, seed=seed)]
+
+    def generate_domains(self, description: str, n: int = 5, seed: int | None = None) -> list[tuple[str, float]]:
+        """The original project's API: ``[(domain, confidence), ...]`` ranked by confidence."""
+        return self.generate_batch([description], n=n, seed=seed)[0]

