@@ -1,0 +1,77 @@
+"""A tiny random Llama with a locally trained tokenizer, for fast tests and plugin self-tests.
+
+Real architecture, real tokenizer, real peft adapters: only the size is small (seconds on CPU).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = """Suggest 5 domain names for this business: organic coffee shop in downtown Portland
+organiccoffee.com beanhub.io brewly.co roastery.net coffeepdx.com
+You suggest domain names for businesses. Reply with short, brandable, valid domain names, one per line.
+bakery bistro tech startup consulting firm law firm dental clinic yoga studio pet grooming
+quantum computing research laboratory kubernetes cost optimisation gardening coaching
+.com .io .ai .dev .net .org .co .de .fr .it .es .jp .co.uk www https
+""" * 3
+
+
+def build_tiny_llama(out_dir: str | Path, seed: int = 0, hidden_size: int = 64, layers: int = 2) -> Path:
+    """Write a random LlamaForCausalLM (+ ChatML BPE tokenizer) to ``out_dir`` and return it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    bpe.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    tok.chat_template = CHATML_TEMPLATE
+    tok.save_pretrained(out)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 1, base_name: str | None = None) -> Path:
+    """A real peft LoRA adapter on the tiny base with random (non-zero) B matrices, so it changes outputs."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
+    )
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    out = Path(out_dir)
+    peft_model.save_pretrained(out)
+    (out / "training_meta.json").write_text(json.dumps({"base_model": base_name or str(Path(base_dir).resolve())}))
+    return out

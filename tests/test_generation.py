@@ -1,0 +1,100 @@
+"""Generator tests on a tiny random Llama: batching, seeding, adapter switching on one base."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from domain_eval.generation import DomainNameGenerator, GenerationConfig, rank_domains
+from domain_eval.models import AdapterMismatch, ModelLoadError, load_base
+
+DESCRIPTIONS = ["organic coffee shop in downtown Portland", "yoga studio", "quantum computing research laboratory for materials"]
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_base: Path, tiny_adapters: dict[str, Path]) -> DomainNameGenerator:
+    return DomainNameGenerator(
+        base_model=str(tiny_base), adapter={k: str(v) for k, v in tiny_adapters.items()}, quant="none",
+        config=GenerationConfig(max_new_tokens=12, batch_size=2),
+    )
+
+
+def test_batch_matches_one_by_one_under_greedy(gen: DomainNameGenerator) -> None:
+    gen.use("a1")
+    batched = [g.raw for g in gen.generate(DESCRIPTIONS)]
+    single = [gen.generate([d])[0].raw for d in DESCRIPTIONS]
+    assert batched == single
+
+
+def test_results_keep_input_order_despite_length_sorting(gen: DomainNameGenerator) -> None:
+    out = gen.generate(list(reversed(DESCRIPTIONS)))
+    assert [g.description for g in out] == list(reversed(DESCRIPTIONS))
+
+
+def test_seeded_sampling_is_reproducible_and_seed_sensitive(gen: DomainNameGenerator) -> None:
+    gen.use("a1")
+    a = [g.raw for g in gen.generate(DESCRIPTIONS, seed=7)]
+    b = [g.raw for g in gen.generate(DESCRIPTIONS, seed=7)]
+    c = [g.raw for g in gen.generate(DESCRIPTIONS, seed=8)]
+    assert a == b
+    assert a != c
+
+
+def test_adapter_switching_changes_output_without_reloading_base(gen: DomainNameGenerator) -> None:
+    base_model_id = id(gen.model.base_model.model)
+    outs = {}
+    for name in ("a1", "a2", "base"):
+        gen.use(name)
+        outs[name] = [g.raw for g in gen.generate(DESCRIPTIONS)]
+        assert all(g.adapter == name for g in gen.generate(DESCRIPTIONS[:1]))
+    assert len({tuple(v) for v in outs.values()}) == 3, outs
+    assert id(gen.model.base_model.model) == base_model_id
+    gen.use("a1")
+    assert [g.raw for g in gen.generate(DESCRIPTIONS)] == outs["a1"]
+
+
+def test_unknown_adapter_and_empty_description_are_clear_errors(gen: DomainNameGenerator) -> None:
+    with pytest.raises(KeyError, match="not loaded"):
+        gen.use("v9")
+    with pytest.raises(ValueError, match="empty"):
+        gen.generate(["ok", "   "])
+
+
+def test_adapter_trained_on_another_base_is_rejected(tiny_base: Path, tiny_adapters: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_adapters["a1"], other)
+    (other / "training_meta.json").write_text(json.dumps({"base_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0"}))
+    with pytest.raises(AdapterMismatch, match="TinyLlama"):
+        DomainNameGenerator(base_model=str(tiny_base), adapter=str(other), quant="none")
+
+
+def test_missing_adapter_names_the_folder(tiny_base: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="adapter 'v42' not found"):
+        DomainNameGenerator(base_model=str(tiny_base), adapter="v42", quant="none", models_dir=tmp_path)
+
+
+def test_offline_unknown_hf_id_fails_with_one_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="huggingface-cli download"):
+        load_base("TinyLlama/TinyLlama-1.1B-Chat-v1.0-not-cached-anywhere", quant="none")
+
+
+def test_rank_domains_dedupes_validates_and_ranks() -> None:
+    text = "1. **CoffeePDX.com**\n- coffeepdx.com\n- thelondon's.io\n- xq-z9.net\n- organiccoffee.com"
+    ranked, dropped = rank_domains(text, "organic coffee shop in Portland", n=5)
+    names = [d for d, _ in ranked]
+    assert sorted(names) == sorted(["coffeepdx.com", "xq-z9.net", "organiccoffee.com"])
+    assert ranked[0][0] == "organiccoffee.com" and names[-1] == "xq-z9.net"
+    assert all(0.0 <= c <= 1.0 for _, c in ranked)
+    assert dropped == []
+
+
+def test_four_bit_loads_on_cpu_with_bitsandbytes(tiny_base: Path) -> None:
+    loaded = load_base(str(tiny_base), quant="4bit")
+    import bitsandbytes as bnb
+
+    assert loaded.quant == "4bit"
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in loaded.model.modules())
