@@ -433,7 +433,7 @@ class DomainEvalReporter:
         tr.write_line(report.format_table(self.table, fmt="simple"))
         missing = [r["nodeid"] for r in self.rows.values() if r.get("outcome") == "missing"]
         if missing:
-            tr.write_line(f"MISSING: {len(missing)} case(s) produced no result (crashed worker?): " + ", ".join(missing[:10]), red=True)
+            tr.write_line(f"MISSING: {len(missing)} case(s) produced no result (worker crashed or run stopped early): " + ", ".join(missing[:10]), red=True)
         if self.run_dir:
             tr.write_line(f"report: {self.run_dir}/report.md  (latest: {Path(self.options.report_dir) / 'latest'})")
         if self.options.write_baseline:

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks for domain-eval (see benchmarks/README.md)."""

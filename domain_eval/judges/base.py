@@ -1,0 +1,176 @@
+"""Judge interface shared by every judge: result types, the :class:`Judge` protocol and
+:func:`make_judge`.
+
+A judge rates candidate domain names for one business description on five criteria
+(:data:`CRITERIA`), each a float on 1-10. ``overall`` is the plain mean of the five.
+
+Errors are explicit: when a judge cannot score a domain (malformed LLM reply, HTTP
+failure, ...) that domain gets ``criteria=None, overall=None, error="..."``. A score
+is never substituted (the original system silently scored every criterion 5).
+Configuration problems that make *every* request fail (no API key, a retired model,
+an unknown judge name) raise :class:`JudgeError` instead.
+
+This module is import-light: no torch, sentence-transformers or groq.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "CRITERIA",
+    "DomainScore",
+    "JudgeResult",
+    "Judge",
+    "JudgeError",
+    "JUDGE_NAMES",
+    "make_judge",
+    "overall_of",
+]
+
+CRITERIA: tuple[str, ...] = ("relevance", "memorability", "brandability", "technical_quality", "creativity")
+
+#: Judge names accepted by :func:`make_judge` (and the CLI's ``--judge``).
+JUDGE_NAMES: tuple[str, ...] = ("heuristic", "groq")
+
+
+class JudgeError(RuntimeError):
+    """A configuration error that makes judging impossible (missing API key, decommissioned
+    model, unknown judge). The message says how to fix it and never contains secrets."""
+
+
+def overall_of(criteria: dict[str, float]) -> float:
+    """Mean of the five criteria, rounded to 2 decimals."""
+    return round(sum(float(criteria[c]) for c in CRITERIA) / len(CRITERIA), 2)
+
+
+@dataclass
+class DomainScore:
+    """The judgement of one domain. Either ``criteria``/``overall`` are set and ``error`` is
+    None, or ``criteria``/``overall`` are None and ``error`` says why it could not be judged."""
+
+    domain: str
+    criteria: dict[str, float] | None
+    overall: float | None
+    error: str | None = None
+    rationale: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.overall is not None
+
+    @classmethod
+    def scored(cls, domain: str, criteria: dict[str, float], rationale: str | None = None) -> "DomainScore":
+        """A successful score; ``overall`` is derived from the criteria (never passed in)."""
+        crit = {c: round(float(criteria[c]), 2) for c in CRITERIA}
+        return cls(domain=domain, criteria=crit, overall=overall_of(crit), error=None, rationale=rationale)
+
+    @classmethod
+    def failed(cls, domain: str, error: str) -> "DomainScore":
+        """A judge error for this domain: no criteria, no overall, never a substituted score."""
+        return cls(domain=domain, criteria=None, overall=None, error=str(error) or "unknown judge error")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "criteria": None if self.criteria is None else {c: float(self.criteria[c]) for c in CRITERIA},
+            "overall": None if self.overall is None else float(self.overall),
+            "error": self.error,
+            "rationale": self.rationale,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DomainScore":
+        criteria = data.get("criteria")
+        return cls(
+            domain=str(data["domain"]),
+            criteria=None if criteria is None else {c: float(criteria[c]) for c in CRITERIA},
+            overall=None if data.get("overall") is None else float(data["overall"]),
+            error=data.get("error"),
+            rationale=data.get("rationale"),
+        )
+
+
+@dataclass
+class JudgeResult:
+    """All scores for one description. ``scores`` has one entry per requested domain, in the
+    order requested. ``mean``/``best`` are over domains without errors (None when there are
+    none, e.g. an empty domain list); ``errors`` counts domains that could not be judged."""
+
+    description: str
+    scores: list[DomainScore]
+    judge: dict  # {"name", "model", "version"}
+    mean: float | None
+    best: float | None
+    errors: int
+
+    @classmethod
+    def build(cls, description: str, scores: list[DomainScore], judge: dict) -> "JudgeResult":
+        """Derive ``mean``, ``best`` and ``errors`` from ``scores``."""
+        good = [s.overall for s in scores if s.error is None and s.overall is not None]
+        mean = round(math.fsum(good) / len(good), 2) if good else None
+        best = round(max(good), 2) if good else None
+        errors = sum(1 for s in scores if s.error is not None or s.overall is None)
+        return cls(description, list(scores), dict(judge), mean, best, errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable builtins only."""
+        return {
+            "description": self.description,
+            "judge": {k: self.judge.get(k) for k in ("name", "model", "version")},
+            "scores": [s.to_dict() for s in self.scores],
+            "mean": self.mean,
+            "best": self.best,
+            "errors": int(self.errors),
+        }
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """What every judge provides. ``version`` identifies the scoring logic (for the heuristic:
+    formula version and semantic/lexical mode; for Groq: prompt-template hash), so that a
+    cache never mixes judgements made under different rules."""
+
+    name: str
+    model: str | None
+    version: str
+
+    def score(self, description: str, domains: list[str]) -> JudgeResult: ...
+
+    def stats(self) -> dict: ...
+
+
+def make_judge(name: str = "heuristic", model: str | None = None, cache_path: str | Path | None = None,
+               **kw: Any) -> Judge:
+    """Build a judge by name (``"heuristic"`` or ``"groq"``).
+
+    ``model``: for Groq the chat model (default ``openai/gpt-oss-120b``); ignored by the
+    heuristic judge. ``cache_path``: wrap the judge in a SQLite :class:`~domain_eval.judges.cache.CachedJudge`.
+    Other keyword arguments go to the judge's constructor (e.g. ``semantic=False`` for the
+    heuristic, ``base_url=``/``backoff_base=`` for Groq).
+
+    A Groq judge without ``GROQ_API_KEY`` fails here (:class:`JudgeError`) unless a cache is
+    given: a recorded cache can replay a run with no key and no network, and the key is only
+    demanded when some item actually misses the cache.
+    """
+    key = (name or "heuristic").strip().lower()
+    if key == "heuristic":
+        from domain_eval.judges.heuristic import HeuristicJudge
+
+        judge: Judge = HeuristicJudge(**kw)
+    elif key == "groq":
+        from domain_eval.judges.groq import GroqJudge
+
+        groq_judge = GroqJudge(model=model, **kw)
+        if cache_path is None:
+            groq_judge.require_api_key()
+        judge = groq_judge
+    else:
+        raise JudgeError(f"unknown judge {name!r}; choose one of: {', '.join(JUDGE_NAMES)}")
+    if cache_path is not None:
+        from domain_eval.judges.cache import CachedJudge, JudgeCache
+
+        judge = CachedJudge(judge, JudgeCache(cache_path))
+    return judge
