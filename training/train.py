@@ -267,7 +267,24 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         "versions": _versions(),
     }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    _write_model_card(out_dir, meta)
     return meta
+
+
+def _write_model_card(out_dir: Path, meta: dict[str, Any]) -> None:
+    """Replace peft's generated card, which records this machine's cache path."""
+    cfg = meta["config"]
+    (out_dir / "README.md").write_text(
+        f"# {out_dir.name}: LoRA adapter for domain-name suggestion\n\n"
+        f"- base model: `{meta['base_model']}` (quantisation during training: {meta['quantization']})\n"
+        f"- data: `{meta['dataset']['path']}` ({meta['dataset']['rows']} rows, sha256 {meta['dataset']['sha256'][:12]})\n"
+        f"- LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout={cfg['dropout']} on {', '.join(cfg['target_modules'])}; "
+        f"lr {cfg['learning_rate']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, seed {cfg['seed']}\n"
+        f"- loss: train {meta['first_train_loss']} -> {meta['final_train_loss']}, "
+        f"eval {meta['initial_eval_loss']} -> {meta['final_eval_loss']}\n"
+        f"- {meta['train_seconds']} s training, {meta['tokens_per_second_real']} real tokens/s on {meta['device']}\n\n"
+        "Full metadata: `training_meta.json`. Reproduce with `domain-eval train --data ... --output ...` (see the project README).\n"
+    )
 
 
 def _mean_first(curve: list[dict[str, Any]], k: int) -> float | None:
