@@ -250,9 +250,9 @@ class EvalRun:
         if row["judge_errors"] and row["judge_mean"] is None and valid_counts and any(valid_counts):
             row["outcome"] = "error"
             failures.append(f"judge error on every domain ({row['judge_errors']} error(s)); no score recorded")
-        elif case.min_score is not None and (row["judge_mean"] or 0.0) < case.min_score:
-            mean = "none" if row["judge_mean"] is None else f"{row['judge_mean']:.2f}"
-            threshold_failures.append(f"judge mean {mean} < min_score {case.min_score:g}")
+        elif case.min_score is not None and row["judge_mean"] is not None and row["judge_mean"] < case.min_score:
+            # With no valid domain there is nothing to score: min_valid (default 1) is what fails.
+            threshold_failures.append(f"judge mean {row['judge_mean']:.2f} < min_score {case.min_score:g}")
         failures.extend(threshold_failures)
         if row["outcome"] != "error":
             row["outcome"] = "failed" if failures else "passed"

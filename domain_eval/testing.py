@@ -20,7 +20,7 @@ quantum computing research laboratory kubernetes cost optimisation gardening coa
 """ * 3
 
 
-def build_tiny_llama(out_dir: str | Path, seed: int = 0, hidden_size: int = 64, layers: int = 2) -> Path:
+def build_tiny_llama(out_dir: str | Path, seed: int = 0, hidden_size: int = 64, layers: int = 2, pretrain_steps: int = 150) -> Path:
     """Write a random LlamaForCausalLM (+ ChatML BPE tokenizer) to ``out_dir`` and return it."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -50,12 +50,50 @@ def build_tiny_llama(out_dir: str | Path, seed: int = 0, hidden_size: int = 64, 
     )
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tok.pad_token_id
+    if pretrain_steps:
+        _teach_domains(model, tok, pretrain_steps, lambda w: [f"{w}.com", f"get{w}.io", f"{w}hub.net"])
     model.save_pretrained(out, safe_serialization=True)
     return out
 
 
+_WORDS = ["coffee", "yoga", "bike", "sushi", "tax", "bakery", "garden", "quantum", "dog", "tea", "law", "bistro"]
+
+
+def _teach_domains(model, tok, steps: int, answer_for, lr: float = 1e-2, params=None) -> None:
+    """A few seconds of training so the tiny model answers prompts with domain lines, as a
+    fine-tuned model would: random weights alone almost never emit a valid domain."""
+    import torch
+
+    from domain_eval.prompts import build_training_text
+
+    rows = []
+    for word in _WORDS:
+        prompt, answer = build_training_text(tok, f"{word} business", answer_for(word))
+        p_ids = tok(prompt, add_special_tokens=False).input_ids
+        a_ids = tok(answer, add_special_tokens=False).input_ids
+        rows.append((p_ids + a_ids, [-100] * len(p_ids) + a_ids))
+    width = max(len(r[0]) for r in rows)
+    ids = torch.tensor([r[0] + [tok.pad_token_id] * (width - len(r[0])) for r in rows])
+    labels = torch.tensor([r[1] + [-100] * (width - len(r[1])) for r in rows])
+    mask = torch.tensor([[1] * len(r[0]) + [0] * (width - len(r[0])) for r in rows])
+    optim = torch.optim.Adam(params if params is not None else model.parameters(), lr=lr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only add contention
+    try:
+        model.train()
+        for _ in range(steps):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            optim.step()
+            optim.zero_grad()
+        model.eval()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 1, base_name: str | None = None) -> Path:
-    """A real peft LoRA adapter on the tiny base with random (non-zero) B matrices, so it changes outputs."""
+    """A real peft LoRA adapter on the tiny base, trained briefly to answer in its own style
+    (seed 1: ``WORDly.co`` names, seed 2: ``myWORD.org`` names), so adapters visibly differ."""
     import json
 
     import torch
@@ -65,12 +103,14 @@ def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 1,
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir))
     peft_model = get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
+        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
     )
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    styles = {1: lambda w: [f"{w}ly.co", f"{w}ify.com"], 2: lambda w: [f"my{w}.org", f"{w}lab.io"]}
+    style = styles.get(seed, lambda w: [f"{w}{seed}.com", f"the{w}.net"])
+    _teach_domains(peft_model, tok, 40, style, lr=1e-2, params=[p for p in peft_model.parameters() if p.requires_grad])
     out = Path(out_dir)
     peft_model.save_pretrained(out)
     (out / "training_meta.json").write_text(json.dumps({"base_model": base_name or str(Path(base_dir).resolve())}))

@@ -1,0 +1,68 @@
+"""End to end on the real embedded SmolLM2-135M with a shipped adapter (tens of seconds)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from domain_eval.domains import normalize_domain
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "domain_eval.cli"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=900)
+
+
+def test_blank_description_exits_2_without_loading_a_model() -> None:
+    out = _run("generate", "   ")
+    assert out.returncode == 2
+    assert "description is empty" in out.stderr
+    assert "loading" not in out.stderr
+
+
+def test_blocked_description_exits_3_with_reason_before_loading() -> None:
+    out = _run("generate", "online casino with high-stakes wagering")
+    assert out.returncode == 3
+    assert "gambling" in out.stderr
+    assert "loading" not in out.stderr
+
+
+@pytest.mark.slow
+def test_generate_cli_on_embedded_model_with_v3() -> None:
+    out = _run("generate", "organic coffee shop in downtown Portland", "--model", "v3", "--json")
+    assert out.returncode == 0, out.stderr
+    suggestions = json.loads(out.stdout)
+    domains = [s["domain"] for s in suggestions]
+    assert len(domains) >= 3, out.stdout
+    assert len(set(domains)) == len(domains)
+    assert all(normalize_domain(d) == d for d in domains)
+    assert all(0.0 <= s["confidence"] <= 1.0 for s in suggestions)
+    assert "loaded in" in out.stderr  # progress was shown while loading
+
+
+@pytest.mark.slow
+def test_plugin_on_embedded_model_with_shipped_adapter(pytester: pytest.Pytester) -> None:
+    shutil.copytree(ROOT / "models" / "v3", pytester.path / "models" / "v3")
+    (pytester.path / "cases").mkdir()
+    (pytester.path / "cases" / "normal.yaml").write_text(
+        "defaults: {min_score: 3.0}\ncases:\n"
+        "  - {id: e2e-bakery, description: family bakery famous for sourdough and cinnamon rolls}\n"
+        "  - {id: e2e-bike, description: mobile bicycle repair service that comes to your office}\n"
+    )
+    (pytester.path / "cases" / "unsafe.yaml").write_text(
+        "defaults: {expect: blocked}\ncases:\n  - {id: e2e-casino, description: unlicensed online casino}\n"
+    )
+    pytester.makeini("[pytest]\ntestpaths = cases\n")
+    result = pytester.runpytest_subprocess("--model", "v3", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    rows = [json.loads(line) for line in (pytester.path / "results" / "latest" / "cases.jsonl").read_text().splitlines()]
+    scored = [r for r in rows if r["judge_mean"] is not None]
+    assert len(scored) == 2 and all(r["n_valid"] >= 1 for r in scored)
