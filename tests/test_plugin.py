@@ -107,10 +107,9 @@ def test_malformed_file_and_duplicate_ids_fail_clearly_while_others_run(project:
         "defaults: {min_valid: 0, min_score: 0}\ncases:\n  - {id: s-sushi, description: more sushi}\n  - {id: fine, description: tea room}\n")
     result = project.runpytest_subprocess("--model", "a1", *XDIST_MODES[mode])
     result.assert_outcomes(passed=8, failed=2)
-    result.stdout.fnmatch_lines([
-        "*broken.yaml case 'b1' field 'colour': unknown field(s)*",
-        "*zdupe.yaml case 's-sushi' field 'id': duplicate id, already defined in *short.yaml*",
-    ])
+    # xdist reports failures in completion order: match each line on its own.
+    result.stdout.fnmatch_lines(["*broken.yaml case 'b1' field 'colour': unknown field(s)*"])
+    result.stdout.fnmatch_lines(["*zdupe.yaml case 's-sushi' field 'id': duplicate id, already defined in *short.yaml*"])
 
 
 def test_yaml_syntax_error_names_file_and_line(project: pytest.Pytester) -> None:
@@ -122,28 +121,35 @@ def test_yaml_syntax_error_names_file_and_line(project: pytest.Pytester) -> None
 
 @pytest.mark.parametrize("mode", list(XDIST_MODES))
 def test_thresholds_fail_gated_models_and_xfail_reported_ones(project: pytest.Pytester, mode: str) -> None:
-    (project.path / "cases" / "short.yaml").write_text("defaults: {min_score: 9.9, min_valid: 0}\ncases:\n  - {id: s-hard, description: sushi}\n")
+    (project.path / "cases" / "short.yaml").write_text("defaults: {min_score: 9.9, min_valid: 5}\ncases:\n  - {id: s-hard, description: sushi}\n")
     result = project.runpytest_subprocess("--model", "a1,a2", "--gate-model", "a2", "-k", "short", *XDIST_MODES[mode])
     result.assert_outcomes(failed=1, xfailed=1)
-    result.stdout.fnmatch_lines(["*s-hard[[]a2[]]*sushi*", "*< min_score 9.9*"])
+    result.stdout.fnmatch_lines(["*s-hard[[]a2[]]*sushi*", "*< min_valid 5*"])
     assert result.ret == 1
 
 
 @pytest.mark.parametrize("mode", list(XDIST_MODES))
 def test_baseline_gate_passes_then_fails_on_a_drop(project: pytest.Pytester, mode: str) -> None:
+    # The tiny base was taught to answer "<word> business" prompts, so these all get scored.
+    (project.path / "cases" / "normal.yaml").write_text(
+        "defaults: {min_valid: 0, min_score: 0}\ncases:\n"
+        + "".join(f"  - {{id: g-{w}, description: {w} business}}\n" for w in ("coffee", "yoga", "bike", "sushi", "tea", "law"))
+    )
+    args = ["--model", "base", "-k", "normal", *XDIST_MODES[mode]]
     baseline = project.path / "baseline.json"
-    result = project.runpytest_subprocess("--model", "a1", "--write-baseline", str(baseline), *XDIST_MODES[mode])
-    assert result.ret == 0
-    result = project.runpytest_subprocess("--model", "a1", "--baseline", str(baseline), *XDIST_MODES[mode])
+    result = project.runpytest_subprocess(*args, "--write-baseline", str(baseline))
+    assert result.ret == 0, result.stdout.str()
+    data = json.loads(baseline.read_text())
+    assert len(data["cases"]) >= 3, data
+    result = project.runpytest_subprocess(*args, "--baseline", str(baseline))
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*baseline gate passed*"])
-    data = json.loads(baseline.read_text())
     for entry in data["cases"].values():
-        entry["score"] = 9.5  # the current run now sits far below the baseline
+        entry["score"] = min(10.0, entry["score"] + 2.5)  # the current run now sits far below the baseline
     baseline.write_text(json.dumps(data))
-    result = project.runpytest_subprocess("--model", "a1", "--baseline", str(baseline), *XDIST_MODES[mode])
+    result = project.runpytest_subprocess(*args, "--baseline", str(baseline))
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*baseline gate FAILED*", "*REGRESSION*short*a1*"])
+    result.stdout.fnmatch_lines(["*baseline gate FAILED*", "*REGRESSION normal [[]base[]]*"])
 
 
 @pytest.mark.parametrize("mode", list(XDIST_MODES))
