@@ -26,6 +26,7 @@ from benchmarks.common import (
     allowed_cases,
     available_adapters,
     cores,
+    describe_machine,
     machine,
     setup_env,
     table,
@@ -183,11 +184,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     adapter = None if adapter == "base" else adapter
     n_batched, new_tokens = (8, 16) if args.quick else (16, args.new_tokens or 32)
     new_tokens = args.new_tokens or new_tokens
+    info = machine()
+    print(describe_machine(info))
     print(f"decode rates with adapter {adapter or 'none'}, {new_tokens} forced new tokens, batch 1 and {n_batched}")
     rows, bandwidth = measure([q.strip() for q in args.quant.split(",")], adapter, n_batched, new_tokens, args.size_mb)
     print()
     print(summary(rows, bandwidth))
-    write_json(args.json, {"machine": machine(), "copy_bytes_per_s": bandwidth, "rows": [r.to_dict() for r in rows]})
+    write_json(args.json, {"machine": info, "copy_bytes_per_s": bandwidth, "rows": [r.to_dict() for r in rows]})
 
 
 if __name__ == "__main__":

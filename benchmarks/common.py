@@ -79,6 +79,36 @@ def allowed_cases(limit: int | None = None) -> list[dict[str, str]]:
     return picked
 
 
+def prompt_lengths(tokenizer: Any, descriptions: Sequence[str], n: int = 5) -> list[int]:
+    """Prompt tokens per description, with the one prompt builder generation uses."""
+    from domain_eval.prompts import build_prompt
+
+    return [len(tokenizer(build_prompt(tokenizer, d, n), add_special_tokens=False).input_ids) for d in descriptions]
+
+
+def left_padding(lengths: Sequence[int], batch_size: int, sort: bool = True) -> list[int]:
+    """Left-pad tokens each prompt gets in its batch, mirroring DomainNameGenerator's sort-and-chunk."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if sort else list(range(len(lengths)))
+    pads = [0] * len(lengths)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        longest = max(lengths[i] for i in chunk)
+        for i in chunk:
+            pads[i] = longest - lengths[i]
+    return pads
+
+
+def warm_page_cache(adapters: Sequence[str]) -> None:
+    """Read the base and adapter files once, so no measured run pays for the first disk read."""
+    from domain_eval.models import DEFAULT_BASE, resolve_base
+
+    folders = [Path(resolve_base(DEFAULT_BASE).source), *map(Path, adapter_paths(adapters).values())]
+    for folder in folders:
+        for f in folder.glob("*"):
+            if f.is_file():
+                f.read_bytes()
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -99,6 +129,17 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     return info
+
+
+def describe_machine(info: dict[str, Any]) -> str:
+    """One line for the output header, with a warning when other processes already use the cores."""
+    load = info.get("load_avg", (0.0,))[0]
+    line = f"machine: {info.get('cpu', '?')}, {info['cores']} cores, 1-min load average {load:.2f}"
+    if load > 0.5:
+        line += ("\nWARNING: the CPU was busy when this started (a training run? a previous benchmark within the last\n"
+                 "minute?). torch threads spin-wait, so contention makes timings several times slower and the\n"
+                 "ratios unreliable. Measure on a quiet machine.")
+    return line
 
 
 def ratio(new: float | None, ref: float | None) -> str:

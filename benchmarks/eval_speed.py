@@ -27,13 +27,17 @@ from benchmarks.common import (
     QUICK_CASES,
     REPO,
     adapter_paths,
+    describe_machine,
     allowed_cases,
+    left_padding,
     machine,
     peak_rss_mb,
     pick_adapters,
+    prompt_lengths,
     ratio,
     setup_env,
     table,
+    warm_page_cache,
     write_json,
 )
 
@@ -48,6 +52,7 @@ class Spec:
     quant: str = "4bit"
     batch_size: int = 16
     max_new_tokens: int = 64
+    threads: int | None = None  # torch threads; None: one per core
 
 
 # ------------------------------------------------------------------------------------- worker
@@ -63,7 +68,9 @@ def run_worker(spec: Spec) -> dict[str, Any]:
     from domain_eval.models import configure_threads
 
     import_s = time.time() - started
-    threads = configure_threads(1)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    threads = spec.threads or configure_threads(1)
     naive = spec.mode == "naive"
     config = GenerationConfig(
         batch_size=1 if naive else spec.batch_size, max_new_tokens=spec.max_new_tokens, sort_by_length=not naive
@@ -72,7 +79,7 @@ def run_worker(spec: Spec) -> dict[str, Any]:
     gen = DomainNameGenerator(adapter=adapter_paths(spec.adapters), quant=spec.quant, config=config, safety=None)
     load_s = gen.loaded.load_seconds + gen.adapter_load_seconds
     descriptions = [c["description"] for c in spec.cases]
-    pads = _left_padding(gen, descriptions, config)
+    pads = left_padding(prompt_lengths(gen.tokenizer, descriptions, config.n), config.batch_size, config.sort_by_length)
     rows: list[dict[str, Any]] = []
     first: list[float] = []
     gen_s = switch_s = 0.0
@@ -100,22 +107,6 @@ def run_worker(spec: Spec) -> dict[str, Any]:
         "first_result": min(first), "peak_rss_mb": peak_rss_mb(),
         "weight_bytes": weight_bytes(gen.model, gen.adapters[0]), "results": rows,
     }
-
-
-def _left_padding(gen: Any, descriptions: list[str], config: Any) -> list[int]:
-    """Pad tokens each prompt gets in its batch, mirroring DomainNameGenerator's sort-and-chunk."""
-    from domain_eval.prompts import build_prompt
-
-    lengths = [len(gen.tokenizer(build_prompt(gen.tokenizer, d, config.n), add_special_tokens=False).input_ids)
-               for d in descriptions]
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if config.sort_by_length else list(range(len(lengths)))
-    pads = [0] * len(lengths)
-    for start in range(0, len(order), config.batch_size):
-        chunk = order[start : start + config.batch_size]
-        longest = max(lengths[i] for i in chunk)
-        for i in chunk:
-            pads[i] = longest - lengths[i]
-    return pads
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -163,8 +154,8 @@ METRICS: list[tuple[str, Callable[[Way], float]]] = [
     ("imports s (torch, transformers, peft)", lambda w: w.import_s),
     ("adapter switches ms", lambda w: 1000 * w.switch_s),
     ("peak RSS MB (largest process)", lambda w: w.peak_rss_mb),
-    ("processes", lambda w: float(w.processes)),
-    ("generated tokens", lambda w: float(w.new_tokens)),
+    ("processes", lambda w: w.processes),
+    ("generated tokens", lambda w: w.new_tokens),
 ]
 
 
@@ -215,17 +206,6 @@ def compare_outputs(naive: list[dict[str, Any]], ours: list[dict[str, Any]]) -> 
     return {"cases": len(pairs), "same_domains": same_domains, "same_raw": same_raw, "disagreements": disagreements}
 
 
-def warm_page_cache(adapters: Sequence[str]) -> None:
-    """Read the base and adapter files once, so neither way pays for the first disk read."""
-    from domain_eval.models import DEFAULT_BASE, resolve_base
-
-    folders = [Path(resolve_base(DEFAULT_BASE).source), *map(Path, adapter_paths(adapters).values())]
-    for folder in folders:
-        for f in folder.glob("*"):
-            if f.is_file():
-                f.read_bytes()
-
-
 def report(naive: Way, ours: Way, agreement: dict[str, Any]) -> str:
     rows = [[label, get(naive), get(ours), ratio(get(ours), get(naive))] for label, get in METRICS]
     lines = [table(["metric", "naive", "ours", "ours / naive"], rows), ""]
@@ -243,6 +223,9 @@ def report(naive: Way, ours: Way, agreement: dict[str, Any]) -> str:
         lines.append(f"  DIFFERS {d['adapter']}/{d['id']} (left pad {d['left_pad_in_batch']} tokens in its batch): "
                      f"naive {d['naive']} vs ours {d['ours']}")
         lines.append(f"    naive raw {d['naive_raw'][:120]!r}\n    ours  raw {d['ours_raw'][:120]!r}")
+    if agreement["disagreements"]:
+        lines.append("  (is it padding? `python -m benchmarks.tuning --sweeps padding` reruns each differing case in a\n"
+                     "   batch of copies of itself: same batch shape, no padding)")
     return "\n".join(lines)
 
 
@@ -267,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quant", default="4bit", choices=["4bit", "none"], help="base precision for both ways")
     parser.add_argument("--batch-size", type=int, default=16, help="ours: prompts per batch")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="both ways")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: one per core)")
     parser.add_argument("--json", default=None, help="also write every figure and output here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -278,12 +262,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     adapters = pick_adapters(args.adapters, args.full)
     cases = allowed_cases(args.cases or (None if args.full else QUICK_CASES))
-    settings = dict(cases=cases, quant=args.quant, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    settings = dict(cases=cases, quant=args.quant, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                    threads=args.threads)
     print(f"eval_speed ({'full' if args.full else 'quick'}): {len(cases)} cases x {len(adapters)} adapters "
           f"({', '.join(adapters)}), {args.quant}, greedy, max_new_tokens {args.max_new_tokens}; "
           f"ours: batch {args.batch_size}, sorted by length")
     info = machine()
-    print(f"machine: {info.get('cpu', '?')}, {info['cores']} cores, load average {info.get('load_avg', '?')}", flush=True)
+    print(describe_machine(info), flush=True)
     warm_page_cache(adapters)
     with tempfile.TemporaryDirectory(prefix="eval-speed-") as tmp:
         naive, naive_reports = run_way("naive", [Spec("naive", [a], **settings) for a in adapters], Path(tmp))
