@@ -206,7 +206,7 @@ def compare_outputs(naive: list[dict[str, Any]], ours: list[dict[str, Any]]) -> 
     return {"cases": len(pairs), "same_domains": same_domains, "same_raw": same_raw, "disagreements": disagreements}
 
 
-def report(naive: Way, ours: Way, agreement: dict[str, Any]) -> str:
+def report(naive: Way, ours: Way, agreement: dict[str, Any], show_diffs: int = 10) -> str:
     rows = [[label, get(naive), get(ours), ratio(get(ours), get(naive))] for label, get in METRICS]
     lines = [table(["metric", "naive", "ours", "ours / naive"], rows), ""]
     lines.append(
@@ -219,13 +219,19 @@ def report(naive: Way, ours: Way, agreement: dict[str, Any]) -> str:
         f"outputs: {agreement['same_domains']}/{agreement['cases']} (adapter, case) pairs give the same domains; "
         f"raw text identical for {agreement['same_raw']}/{agreement['cases']}"
     )
-    for d in agreement["disagreements"]:
+    diffs = agreement["disagreements"]
+    if diffs:
+        padded = sum(d["left_pad_in_batch"] > 0 for d in diffs)
+        lines.append(f"  {len(diffs)} differ; {padded} of them were left-padded in their batch (all are in --json)")
+    for d in diffs[:show_diffs]:
         lines.append(f"  DIFFERS {d['adapter']}/{d['id']} (left pad {d['left_pad_in_batch']} tokens in its batch): "
                      f"naive {d['naive']} vs ours {d['ours']}")
         lines.append(f"    naive raw {d['naive_raw'][:120]!r}\n    ours  raw {d['ours_raw'][:120]!r}")
-    if agreement["disagreements"]:
-        lines.append("  (is it padding? `python -m benchmarks.tuning --sweeps padding` reruns each differing case in a\n"
-                     "   batch of copies of itself: same batch shape, no padding)")
+    if len(diffs) > show_diffs:
+        lines.append(f"  ... and {len(diffs) - show_diffs} more")
+    if diffs:
+        lines.append("  (why? `python -m benchmarks.tuning --sweeps padding,kernel` reruns each differing case in a batch\n"
+                     "   of copies of itself (same batch shape, no padding) and compares 4-bit kernel settings and fp32)")
     return "\n".join(lines)
 
 
@@ -250,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quant", default="4bit", choices=["4bit", "none"], help="base precision for both ways")
     parser.add_argument("--batch-size", type=int, default=16, help="ours: prompts per batch")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="both ways")
+    parser.add_argument("--show-diffs", type=int, default=10, help="disagreements to print in full (default 10)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: one per core)")
     parser.add_argument("--json", default=None, help="also write every figure and output here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -275,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ours, ours_reports = run_way("ours", [Spec("ours", adapters, **settings)], Path(tmp))
     agreement = compare_outputs(naive_reports, ours_reports)
     print()
-    print(report(naive, ours, agreement))
+    print(report(naive, ours, agreement, args.show_diffs))
     print()
     block, bw = bandwidth_block(naive, ours, ours_reports[0]["weight_bytes"], ours_reports[0]["quant"], min(args.batch_size, len(cases)))
     print(block)

@@ -10,6 +10,8 @@ Sweeps (``--sweeps``, default all, in this order):
 - padding: batched vs batch-1 outputs, 4-bit and fp32; each case that differs is rerun in a batch of
            copies of itself (same batch shape, no padding), which tells padding effects apart from
            batch-shape numerics of the kernels.
+- kernel:  bitsandbytes 4-bit compute dtype (bf16, the library's, vs fp32) x its CPU gemv fast path
+           (on, the default, vs off): speed at batch 1 and 16, and batched = batch-1 domains.
 
 "same domains as ref" counts cases whose domains equal the reference run's (greedy decoding).
 Settings measured earlier with the same inputs are reused, not rerun.
@@ -39,7 +41,7 @@ from benchmarks.common import (
     write_json,
 )
 
-SWEEPS = ("batch", "cache", "threads", "quant", "tokens", "padding")
+SWEEPS = ("batch", "cache", "threads", "quant", "tokens", "padding", "kernel")
 HEADERS = ["setting", "s", "cases/s", "tok/s", "speed vs ref", "same domains as ref"]
 
 
@@ -77,6 +79,27 @@ def generate_kwargs(gen: Any, **extra: Any) -> Iterator[None]:
         yield
     finally:
         del gen.model.generate
+
+
+def load_4bit(compute_dtype: Any) -> Any:
+    """The library's 4-bit NF4 base, but with this compute dtype (the library uses bf16)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers.utils import logging as hf_logging
+
+    from domain_eval.models import DEFAULT_BASE, LoadedBase, resolve_base
+
+    hf_logging.disable_progress_bar()
+    start = time.perf_counter()
+    base = resolve_base(DEFAULT_BASE)
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=compute_dtype)
+    tokenizer = AutoTokenizer.from_pretrained(base.source, local_files_only=True)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(base.source, local_files_only=True, dtype=torch.float32,
+                                                 quantization_config=config, device_map={"": "cpu"}).eval()
+    return LoadedBase(model, tokenizer, base, "4bit", "cpu", time.perf_counter() - start)
 
 
 class Tuner:
@@ -202,13 +225,41 @@ class Tuner:
                 copies = self.run(f"{name}, case {i} x {k} copies", [self.descriptions[i]] * k, gen, batch_size=k)
                 is_padding = copies.domains[0] == one.domains[i]
                 padding_caused += is_padding
-                details.append(f"  {name} case {i} (left pad {pads[i]} of {max(self.lengths)}): batch 1 {one.domains[i]}"
+                details.append(f"  {name} case {i} ({self.lengths[i]} prompt tokens, left pad {pads[i]}): batch 1 {one.domains[i]}"
                                f" | batched {batched.domains[i]} | {k} copies {copies.domains[0]}"
                                f" -> {'padding or batch mates' if is_padding else 'batch-shape numerics'}")
             body.append([name, n, n - len(differ), len(differ), padding_caused, len(differ) - padding_caused])
         print(f"\n## batched (16, sorted) vs batch-1 outputs: is it padding?\n{table(headers, body)}")
         print("\n".join(details) + "\n")
         self.results["padding"] = [dict(zip(headers, row)) for row in body] + [{"detail": d} for d in details]
+
+    def kernel(self) -> None:
+        """bitsandbytes 4-bit on CPU: compute dtype and the AVX512-BF16 gemv fast path, for speed and
+        for batch invariance (batched domains = batch-1 domains)."""
+        import torch
+
+        from domain_eval.generation import DomainNameGenerator
+        from domain_eval.models import disable_cpu_gemv_repack
+
+        n = len(self.descriptions)
+        groups: list[list[Run]] = [[], []]
+        for dtype in (torch.bfloat16, torch.float32):
+            for gemv in (True, False):
+                name = f"{str(dtype).split('.')[-1]} compute, gemv {'on' if gemv else 'off'}"
+                if dtype == torch.bfloat16 and gemv:
+                    gen = self.gen  # the library's default
+                else:
+                    gen = DomainNameGenerator(loaded=load_4bit(dtype), adapter=adapter_paths(self.gen.adapters), safety=None)
+                if not gemv:
+                    disable_cpu_gemv_repack(gen.model)  # before the first forward, which would repack
+                memo = gen is self.gen  # the others are dropped after this loop: their id() may be reused
+                one_all = self.run(f"{name}, batch 1, {n} cases", None, gen, batch_size=1, memo=memo)
+                batched = self.run(f"{name}, batch 16, {n} cases", None, gen, batch_size=16, memo=memo)
+                one_all.extra = batched.extra = [same(batched, one_all)]
+                groups[0].append(one_all)
+                groups[1].append(batched)
+        self.show("kernel", "4-bit compute dtype and the CPU gemv fast path", groups,
+                  ["batched = batch 1"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
