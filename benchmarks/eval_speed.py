@@ -152,7 +152,7 @@ METRICS: list[tuple[str, Callable[[Way], float]]] = [
     ("time to first result s", lambda w: w.first_result_s),
     ("model load s (base + adapters)", lambda w: w.load_s),
     ("imports s (torch, transformers, peft)", lambda w: w.import_s),
-    ("adapter switches ms", lambda w: 1000 * w.switch_s),
+    ("set_adapter calls ms (total)", lambda w: 1000 * w.switch_s),
     ("peak RSS MB (largest process)", lambda w: w.peak_rss_mb),
     ("processes", lambda w: w.processes),
     ("generated tokens", lambda w: w.new_tokens),
