@@ -175,8 +175,6 @@ class DomainNameGenerator:
 
         Greedy unless a seed is given (then seeded sampling) or ``greedy`` says otherwise.
         """
-        import torch
-
         n = n or self.config.n
         for i, d in enumerate(descriptions):
             if not isinstance(d, str) or not d.strip():

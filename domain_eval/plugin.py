@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +19,7 @@ from domain_eval.cases import Case, CaseDefaults, CaseError, load_case_file
 RESULT_PROPERTY = "domain_eval"
 RUN_KEY = pytest.StashKey["Any"]()
 REPORTER_KEY = pytest.StashKey["DomainEvalReporter"]()
+_OWNERS_KEY = pytest.StashKey[dict]()  # case id -> file that defined it first
 _CASE_FILE_MARKER = re.compile(r"^cases\s*:", re.MULTILINE)
 _ITEM_ID = re.compile(r"^(?P<path>.+\.ya?ml)::(?P<case>[^\[]+)\[(?P<model>.+)\]$")
 
@@ -197,8 +197,6 @@ class CaseFile(pytest.File):
                 item.add_marker(pytest.mark.domain_eval)
                 yield item
 
-
-_OWNERS_KEY = pytest.StashKey[dict]()
 
 
 class CaseItem(pytest.Item):

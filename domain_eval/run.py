@@ -205,7 +205,8 @@ class EvalRun:
             row["duration_s"] = round(time.perf_counter() - start, 4)
             return row
 
-        self.ensure_generated(model, batch())
+        if (model, case.id) not in self.generations:
+            self.ensure_generated(model, batch())
         generations = self.generations[(model, case.id)]
         judge_means: list[float] = []
         criteria: dict[str, list[float]] = {}

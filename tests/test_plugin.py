@@ -168,7 +168,7 @@ def test_judge_error_is_an_error_not_a_score(project: pytest.Pytester, mode: str
         """)
     # A trained-looking adapter is not needed: force domains by judging a fixed output? The tiny
     # model rarely emits valid domains, so check the row-level accounting on whatever it produced.
-    result = project.runpytest_subprocess("--model", "a1", "-k", "short", *XDIST_MODES[mode])
+    project.runpytest_subprocess("--model", "a1", "-k", "short", *XDIST_MODES[mode])
     rows = _rows(project.path)
     for row in rows:
         assert row["judge_mean"] is None

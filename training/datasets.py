@@ -25,12 +25,12 @@ import random
 import re
 import sys
 import tempfile
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from domain_eval.domains import InvalidDomain, normalize_domain
+from domain_eval.text import words
 
 __all__ = [
     "Row",
@@ -461,7 +461,6 @@ _OVERLAP_STOPWORDS = frozenset(
     el los las una y con para del
     il lo gli uno e di per con""".split()
 )
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def _light_stem(word: str) -> str:
@@ -481,7 +480,7 @@ def description_tokens(text: str) -> frozenset[str]:
     contributes its character bigrams instead of one giant "word".
     """
     out: set[str] = set()
-    for w in _WORD.findall(unicodedata.normalize("NFKC", text).casefold()):
+    for w in words(text):
         if _CJK.search(w):
             out.update(w[i:i + 2] for i in range(max(1, len(w) - 1)))
         elif w not in _OVERLAP_STOPWORDS:
