@@ -30,7 +30,11 @@ class GenerationConfig:
         (benchmarks/tuning.py, padding and kernel sweeps).
     temperature, top_p: sampling parameters, used when a seed is given or greedy is False.
     max_new_tokens: enough for ~6 domains; generation stops earlier at end-of-turn.
-    batch_size: prompts per forward pass; prompts are sorted by length so padding stays small.
+    batch_size: most prompts per batch; prompts are sorted by length so padding stays small.
+    max_batch_tokens: a batch also stops growing when rows x its longest prompt would pass
+        this, so long prompts go in smaller batches (padding is computed like real tokens).
+    share_prefix: run the prompts' common prefix once per batch (domain_eval.decoding).
+    stop_when_complete: end a row once its finished lines hold ``n`` usable domains.
     """
 
     n: int = 5
@@ -38,9 +42,12 @@ class GenerationConfig:
     greedy: bool = True
     temperature: float = 0.8
     top_p: float = 0.95
-    batch_size: int = 16
+    batch_size: int = 64
     sort_by_length: bool = True
     repetition_penalty: float = 1.0
+    max_batch_tokens: int = 4096
+    share_prefix: bool = True
+    stop_when_complete: bool = True
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -49,6 +56,8 @@ class GenerationConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.temperature <= 0:
@@ -90,6 +99,26 @@ def rank_domains(text: str, description: str, n: int, safety: Any | None = None)
     scored = [(d, confidence(d, description)) for d in kept]
     # Stable sort: ties keep the model's own order.
     return sorted(scored, key=lambda pair: -pair[1]), dropped
+
+
+def plan_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Consecutive slices of ``order``: at most ``batch_size`` rows and rows x longest <= ``max_tokens``.
+
+    A prompt longer than ``max_tokens`` still gets a batch of its own.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        grown = max(longest, lengths[i])
+        if current and (len(current) >= batch_size or (len(current) + 1) * grown > max_tokens):
+            batches.append(current)
+            current, grown = [], lengths[i]
+        current.append(i)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _default_safety() -> Any | None:
@@ -181,16 +210,14 @@ class DomainNameGenerator:
                 raise ValueError(f"description #{i} is empty; give a business description")
         use_greedy = greedy if greedy is not None else (seed is None and self.config.greedy)
         prompts = [build_prompt(self.tokenizer, d, n) for d in descriptions]
+        lengths = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
         order = list(range(len(prompts)))
         if self.config.sort_by_length:
-            lengths = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
             order.sort(key=lambda i: lengths[i])
         results: list[Generation | None] = [None] * len(prompts)
-        bs = self.config.batch_size
         done = 0
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            texts, counts = self._generate_texts([prompts[i] for i in idx], use_greedy, seed, start // bs)
+        for batch_no, idx in enumerate(plan_batches(order, lengths, self.config.batch_size, self.config.max_batch_tokens)):
+            texts, counts = self._generate_texts([prompts[i] for i in idx], use_greedy, seed, batch_no, n)
             for i, text, count in zip(idx, texts, counts):
                 domains, dropped = rank_domains(text, descriptions[i], n, self.safety)
                 results[i] = Generation(descriptions[i], text, domains, dropped, count, self.active, None if use_greedy else seed)
@@ -199,38 +226,60 @@ class DomainNameGenerator:
                 on_batch(done, len(prompts))
         return [r for r in results if r is not None]
 
-    def _generate_texts(self, prompts: list[str], greedy: bool, seed: int | None, batch_no: int) -> tuple[list[str], list[int]]:
+    def _generate_texts(self, prompts: list[str], greedy: bool, seed: int | None, batch_no: int, n: int) -> tuple[list[str], list[int]]:
         import torch
 
+        from domain_eval.decoding import DecodeSettings, decode
+
         tok = self.tokenizer
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.loaded.device)
-        kwargs: dict[str, Any] = dict(
+        settings = DecodeSettings(
             max_new_tokens=self.config.max_new_tokens,
-            pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            greedy=greedy,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
             repetition_penalty=self.config.repetition_penalty,
+            share_prefix=self.config.share_prefix,
         )
-        if greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        generator = None
+        if not greedy:
+            generator = torch.Generator(device=self.loaded.device)
+            generator.manual_seed((seed or 0) + batch_no)
+        ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+        is_complete = self._answer_complete(n) if self.config.stop_when_complete else None
+        if self.active == BASE_ADAPTER and self.adapter_paths:
+            with self.model.disable_adapter():
+                new = decode(self.model, ids, settings, is_complete, generator)
         else:
-            kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p, top_k=0)
-            if seed is not None:
-                torch.manual_seed(seed + batch_no)
-        with torch.inference_mode():
-            if self.active == BASE_ADAPTER and self.adapter_paths:
-                with self.model.disable_adapter():
-                    out = self.model.generate(**enc, **kwargs)
-            else:
-                out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1] :]
-        texts, counts = [], []
-        for row in new:
-            ids = row.tolist()
-            if tok.eos_token_id in ids:
-                ids = ids[: ids.index(tok.eos_token_id) + 1]
-            counts.append(len(ids))
-            texts.append(tok.decode(ids, skip_special_tokens=True))
-        return texts, counts
+            new = decode(self.model, ids, settings, is_complete, generator)
+        texts = [tok.decode(row, skip_special_tokens=True) for row in new]
+        return texts, [len(row) for row in new]
+
+    def _answer_complete(self, n: int) -> Callable[[int, list[int]], bool]:
+        """Stop a row once its finished lines hold ``n`` usable domains: what follows is never kept.
+
+        Only lines ended by a newline count, so a domain still being written cannot be cut
+        short; :func:`rank_domains` keeps the first ``n`` usable domains in order, so the
+        result is the same as if the row had run on.
+        """
+        tok = self.tokenizer
+        ends_line: dict[int, bool] = {}
+
+        def complete(_row: int, tokens: list[int]) -> bool:
+            last = tokens[-1]
+            if last not in ends_line:
+                ends_line[last] = "\n" in tok.decode([last])
+            if not ends_line[last]:
+                return False
+            text = tok.decode(tokens, skip_special_tokens=True)
+            finished_lines = text[: text.rindex("\n")] if "\n" in text else ""
+            candidates = extract_domains(finished_lines)
+            if self.safety is not None:
+                candidates, _ = self.safety.filter_domains(candidates)
+            return len(candidates) >= n
+
+        return complete
 
     def generate_batch(self, descriptions: Sequence[str], n: int = 5, seed: int | None = None) -> list[list[tuple[str, float]]]:
         """``[(domain, confidence), ...]`` per description, ranked by confidence."""

@@ -264,6 +264,45 @@ def disable_cpu_gemv_repack(model: Any) -> int:
     return changed
 
 
+def dequantize_4bit_layers(model: Any) -> int:
+    """Replace each bitsandbytes ``Linear4bit`` by an fp32 ``nn.Linear`` holding its dequantised NF4 weights.
+
+    The weights keep exactly the NF4 values the adapters were trained against; the matmul
+    runs in fp32 instead of bf16. On CPU, bitsandbytes dequantises every layer on every
+    decode step and picks a different kernel for one row than for many, so batched greedy
+    output differed from one-at-a-time output on 5-8 of 16 cases. Dequantised fp32 layers
+    gave the same output for every benchmarked case whatever the batch, and made large
+    batches faster (benchmarks/README.md). Costs 4 bytes per weight: ~0.4 GB for the 135M
+    base. Returns the number of layers replaced.
+    """
+    try:
+        import bitsandbytes as bnb
+        from bitsandbytes.functional import dequantize_4bit
+    except Exception:
+        return 0
+    import torch
+
+    replaced = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if not isinstance(child, bnb.nn.Linear4bit):
+                continue
+            weight = dequantize_4bit(child.weight.data, child.weight.quant_state).to(torch.float32)
+            linear = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                     device=weight.device, dtype=torch.float32)
+            linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+            if child.bias is not None:
+                linear.bias = torch.nn.Parameter(child.bias.data.to(torch.float32), requires_grad=False)
+            setattr(parent, child_name, linear)
+            replaced += 1
+    return replaced
+
+
+# How 4-bit weights are multiplied on CPU at inference: dequantised once to fp32 (default),
+# or bitsandbytes' own per-step kernels, which the original project used.
+CPU_KERNELS: tuple[str, ...] = ("dequantized", "bnb")
+
+
 @dataclass
 class LoadedBase:
     """A loaded base model and what it is."""
@@ -275,6 +314,7 @@ class LoadedBase:
     device: str
     load_seconds: float
     notes: list[str] = field(default_factory=list)
+    kernel: str = "fp32"  # "bnb-4bit", "nf4-dequantized-fp32" or the plain dtype
 
 
 def load_base(
@@ -283,10 +323,16 @@ def load_base(
     device: str | None = None,
     for_training: bool = False,
     progress: Callable[[str], None] | None = None,
+    cpu_kernel: str = "dequantized",
 ) -> LoadedBase:
-    """Load tokenizer + model, 4-bit NF4 where bitsandbytes works, else full precision with a warning."""
+    """Load tokenizer + model, 4-bit NF4 where bitsandbytes works, else full precision with a warning.
+
+    ``cpu_kernel`` only matters for 4-bit inference on CPU; training always keeps ``Linear4bit``.
+    """
     if quant not in QUANT_CHOICES:
         raise ValueError(f"quant must be one of {QUANT_CHOICES}, got {quant!r}")
+    if cpu_kernel not in CPU_KERNELS:
+        raise ValueError(f"cpu_kernel must be one of {CPU_KERNELS}, got {cpu_kernel!r}")
     start = time.perf_counter()
     resolved = resolve_base(name, progress)
     import torch
@@ -321,11 +367,16 @@ def load_base(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # decoder-only generation needs left padding
-    if loaded_quant == "4bit" and for_training:
-        disable_cpu_gemv_repack(model)
+    kernel = "fp32" if device == "cpu" else "bf16"
+    if loaded_quant == "4bit":
+        kernel = "bnb-4bit"
+        if for_training:
+            disable_cpu_gemv_repack(model)
+        elif device == "cpu" and cpu_kernel == "dequantized" and dequantize_4bit_layers(model):
+            kernel = "nf4-dequantized-fp32"
     if not for_training:
         model.eval()
-    return LoadedBase(model, tokenizer, resolved, loaded_quant, device, time.perf_counter() - start, notes)
+    return LoadedBase(model, tokenizer, resolved, loaded_quant, device, time.perf_counter() - start, notes, kernel)
 
 
 def _unavailable_message(name: str, exc: Exception) -> str:

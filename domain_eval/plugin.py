@@ -44,7 +44,7 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
 _INI_ONLY: list[tuple[str, str, Any, str]] = [
     ("domain_eval_min_score", "string", "4.0", "min judge mean when neither case nor file sets one"),
     ("domain_eval_min_valid", "string", "1", "min valid domains when neither case nor file sets one"),
-    ("domain_eval_batch_size", "string", "16", "prompts per generation batch"),
+    ("domain_eval_batch_size", "string", "64", "most prompts per generation batch (long prompts go in smaller ones)"),
     ("domain_eval_max_new_tokens", "string", "64", "max generated tokens per case"),
     ("domain_eval_n", "string", "5", "domains requested per case"),
 ]
@@ -206,9 +206,15 @@ class CaseItem(pytest.Item):
         self.model = model
 
     def _batch(self) -> list[Case]:
-        """Cases of this file and model that this process will run: generated together."""
+        """Cases of this model that this process will run, generated together.
+
+        An xdist worker only learns its files one by one, so it batches per file; a single
+        process runs every file and batches across them (bigger batches, fewer passes).
+        """
         items = getattr(self.session, "items", None) or [self]
-        return [it.case for it in items if isinstance(it, CaseItem) and it.model == self.model and it.path == self.path]
+        same_file = hasattr(self.config, "workerinput")
+        return [it.case for it in items if isinstance(it, CaseItem) and it.model == self.model
+                and (it.path == self.path or not same_file)]
 
     def runtest(self) -> None:
         from domain_eval.run import CaseFailure, JudgeFailed, dumps, format_failure
@@ -376,6 +382,7 @@ class DomainEvalReporter:
             "options": self.options.to_dict(),
             "models": {m: {"adapter_sha256": hashes.get(m)} for m in {r.get("model") for r in self.rows.values() if r.get("model")}},
             "base": self.options.base, "quant": self.options.quant,
+            "kernels": sorted({o["kernel"] for o in outputs if o.get("kernel")}),
             "judge": {"name": self.options.judge, "model": self.options.judge_model, "stats": judge_stats},
             "seeds": [self.options.seed + i for i in range(self.options.samples)] if self.options.samples > 1 else ["greedy"],
             "per_model": per_model,

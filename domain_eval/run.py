@@ -37,7 +37,7 @@ class EvalOptions:
     samples: int = 1
     seed: int = 0
     n: int = 5
-    batch_size: int = 16
+    batch_size: int = 64
     max_new_tokens: int = 64
     report_dir: str = "results"
     baseline: str | None = None
@@ -270,6 +270,7 @@ class EvalRun:
             "batches": [asdict(b) for b in self.batch_stats],
             "judge_stats": judge_stats,
             "adapter_hashes": self.adapter_hashes,
+            "kernel": self._generator.loaded.kernel if self._generator is not None else None,
         }
 
 

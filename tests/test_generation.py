@@ -93,8 +93,27 @@ def test_rank_domains_dedupes_validates_and_ranks() -> None:
 
 
 def test_four_bit_loads_on_cpu_with_bitsandbytes(tiny_base: Path) -> None:
-    loaded = load_base(str(tiny_base), quant="4bit")
+    loaded = load_base(str(tiny_base), quant="4bit", cpu_kernel="bnb")
     import bitsandbytes as bnb
 
-    assert loaded.quant == "4bit"
+    assert loaded.quant == "4bit" and loaded.kernel == "bnb-4bit"
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in loaded.model.modules())
+
+
+def test_cpu_inference_dequantizes_the_nf4_weights_once(tiny_base: Path) -> None:
+    import bitsandbytes as bnb
+    import torch
+    from bitsandbytes.functional import dequantize_4bit
+
+    reference = load_base(str(tiny_base), quant="4bit", cpu_kernel="bnb").model
+    loaded = load_base(str(tiny_base), quant="4bit")
+    assert loaded.kernel == "nf4-dequantized-fp32"
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in loaded.model.modules())
+    q_bnb = reference.model.layers[0].self_attn.q_proj
+    q_ours = loaded.model.model.layers[0].self_attn.q_proj
+    expected = dequantize_4bit(q_bnb.weight.data, q_bnb.weight.quant_state).float()
+    assert q_ours.weight.dtype == torch.float32 and torch.equal(q_ours.weight, expected)
+    # NF4: each block of 64 weights takes at most 16 distinct values.
+    assert max(len(block.unique()) for block in q_ours.weight.flatten().split(64)) <= 16
+    with pytest.raises(ValueError, match="cpu_kernel"):
+        load_base(str(tiny_base), quant="4bit", cpu_kernel="gguf")

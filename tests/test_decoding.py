@@ -1,0 +1,99 @@
+"""The decoding loop against ``model.generate`` on a tiny random Llama (+ a real peft adapter)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from domain_eval.decoding import DecodeSettings, common_prefix_length, decode
+from domain_eval.generation import DomainNameGenerator, GenerationConfig, plan_batches
+from domain_eval.prompts import build_prompt
+
+DESCRIPTIONS = [
+    "yoga studio",
+    "organic coffee shop in downtown Portland",
+    "quantum computing research laboratory for battery materials and solid state chemistry",
+    "bakery",
+]
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_base: Path, tiny_adapters: dict[str, Path]) -> DomainNameGenerator:
+    return DomainNameGenerator(base_model=str(tiny_base), adapter={k: str(v) for k, v in tiny_adapters.items()},
+                               quant="none", config=GenerationConfig(max_new_tokens=16), safety=None)
+
+
+def _prompts(gen: DomainNameGenerator) -> list[list[int]]:
+    return [gen.tokenizer(build_prompt(gen.tokenizer, d), add_special_tokens=False).input_ids for d in DESCRIPTIONS]
+
+
+def _hf_one_at_a_time(gen: DomainNameGenerator, prompts: list[list[int]], **kwargs: Any) -> list[list[int]]:
+    import torch
+
+    tok = gen.tokenizer
+    out = []
+    with torch.inference_mode():
+        for ids in prompts:
+            full = gen.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      max_new_tokens=16, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                      do_sample=False, temperature=None, top_p=None, top_k=None, **kwargs)
+            out.append(full[0, len(ids):].tolist())
+    # generate pads finished rows; decode stops at EOS.
+    return [row[: row.index(tok.eos_token_id) + 1] if tok.eos_token_id in row else row for row in out]
+
+
+def _settings(gen: DomainNameGenerator, **kwargs: Any) -> DecodeSettings:
+    return DecodeSettings(max_new_tokens=16, eos_token_id=gen.tokenizer.eos_token_id,
+                          pad_token_id=gen.tokenizer.pad_token_id, **kwargs)
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_batched_decode_equals_generate_one_prompt_at_a_time(gen: DomainNameGenerator, share_prefix: bool) -> None:
+    gen.use("a1")
+    prompts = _prompts(gen)
+    assert common_prefix_length(prompts) >= 8  # the shared-prefix pass really runs
+    assert decode(gen.model, prompts, _settings(gen, share_prefix=share_prefix)) == _hf_one_at_a_time(gen, prompts)
+
+
+def test_repetition_penalty_follows_generate(gen: DomainNameGenerator) -> None:
+    gen.use("a2")
+    prompts = _prompts(gen)
+    ours = decode(gen.model, prompts, _settings(gen, repetition_penalty=1.8))
+    assert ours == _hf_one_at_a_time(gen, prompts, repetition_penalty=1.8)
+    assert ours != decode(gen.model, prompts, _settings(gen))
+
+
+def test_a_row_stopped_early_leaves_the_others_unchanged(gen: DomainNameGenerator) -> None:
+    gen.use("a1")
+    prompts = _prompts(gen)
+    full = decode(gen.model, prompts, _settings(gen))
+    assert len(full[1]) > 3
+    stopped = decode(gen.model, prompts, _settings(gen), is_complete=lambda row, toks: row == 1 and len(toks) == 3)
+    assert stopped[1] == full[1][:3]
+    assert [r for i, r in enumerate(stopped) if i != 1] == [r for i, r in enumerate(full) if i != 1]
+
+
+def test_decode_rejects_empty_prompts(gen: DomainNameGenerator) -> None:
+    with pytest.raises(ValueError, match="empty prompt"):
+        decode(gen.model, [[1, 2], []], _settings(gen))
+
+
+def test_answer_complete_waits_for_n_finished_lines(gen: DomainNameGenerator) -> None:
+    complete = gen._answer_complete(2)
+    tok = gen.tokenizer
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False).input_ids
+
+    assert not complete(0, ids("alpha.com\nbeta.co"))  # the second domain may still grow
+    assert not complete(0, ids("alpha.com\nalpha.com\n"))  # a repeat is not a second domain
+    assert complete(0, ids("alpha.com\nbeta.com\n"))
+
+
+def test_plan_batches_bounds_rows_and_padded_tokens() -> None:
+    lengths = [10, 10, 10, 40, 40, 200]
+    batches = plan_batches(range(6), lengths, batch_size=4, max_tokens=100)
+    assert batches == [[0, 1, 2], [3, 4], [5]]
+    assert sum(batches, []) == list(range(6))
+    assert plan_batches(range(6), lengths, batch_size=2, max_tokens=10_000) == [[0, 1], [2, 3], [4, 5]]
