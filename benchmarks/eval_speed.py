@@ -1,15 +1,17 @@
 """The original way of evaluating against ours, on the same cases and generation settings.
 
 - naive (the original): for each adapter a fresh process loads the base plus that adapter, then
-  calls generate once per description (batch size 1);
+  calls ``model.generate`` once per description (batch size 1, the whole prompt every time);
 - ours: one process loads the base once with every adapter, switches them with set_adapter, and
-  generates in batches sorted by prompt length.
+  runs DomainNameGenerator: length-sorted batches, the shared prompt prefix computed once per
+  batch, rows dropped from the batch as soon as they have finished their answer.
 
-Both run as worker processes of this script, so imports, model loads and peak RSS are counted
-the same way. Greedy decoding: both must give the same domains for every case; disagreements
-are listed with the left padding the case got in its batch.
+Both load the base the same way (by default 4-bit NF4 dequantised once to fp32 on CPU), run as
+worker processes of this script, so imports, model loads and peak RSS are counted the same
+way. Greedy decoding: both must give the same domains for every case; disagreements are listed.
+``--naive-bnb`` adds a third way: naive on bitsandbytes' own 4-bit kernels, as the original ran.
 
-Run: ``python -m benchmarks.eval_speed [--quick|--full] [--adapters v1,v2,v3] [--json out.json]``
+Run: ``python -m benchmarks.eval_speed [--quick|--full] [--naive-bnb] [--adapters v1,v2,v3] [--json out.json]``
 """
 from __future__ import annotations
 
@@ -29,11 +31,9 @@ from benchmarks.common import (
     adapter_paths,
     describe_machine,
     allowed_cases,
-    left_padding,
     machine,
     peak_rss_mb,
     pick_adapters,
-    prompt_lengths,
     ratio,
     setup_env,
     table,
@@ -50,12 +50,30 @@ class Spec:
     adapters: list[str]
     cases: list[dict[str, str]]
     quant: str = "4bit"
-    batch_size: int = 16
+    kernel: str = "dequantized"  # how 4-bit weights are multiplied on CPU (domain_eval.models.CPU_KERNELS)
+    batch_size: int = 64
     max_new_tokens: int = 64
     threads: int | None = None  # torch threads; None: one per core
 
 
 # ------------------------------------------------------------------------------------- worker
+def naive_generate(gen: Any, description: str, max_new_tokens: int) -> tuple[str, int]:
+    """The original project's loop body: one prompt, ``model.generate``, decode the new tokens."""
+    import torch
+
+    from domain_eval.prompts import build_prompt
+
+    tok = gen.tokenizer
+    enc = tok(build_prompt(tok, description), return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = gen.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                 top_p=None, top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    new = out[0, enc["input_ids"].shape[1]:].tolist()
+    if tok.eos_token_id in new:
+        new = new[: new.index(tok.eos_token_id) + 1]
+    return tok.decode(new, skip_special_tokens=True), len(new)
+
+
 def run_worker(spec: Spec) -> dict[str, Any]:
     """Load, generate, and report timings (wall-clock ``time.time()`` stamps, comparable across
     processes), outputs and this process's peak RSS."""
@@ -64,22 +82,19 @@ def run_worker(spec: Spec) -> dict[str, Any]:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from domain_eval.generation import DomainNameGenerator, GenerationConfig
-    from domain_eval.models import configure_threads
+    from domain_eval.generation import DomainNameGenerator, GenerationConfig, rank_domains
+    from domain_eval.models import configure_threads, load_base
 
     import_s = time.time() - started
     if spec.threads:
         torch.set_num_threads(spec.threads)
     threads = spec.threads or configure_threads(1)
-    naive = spec.mode == "naive"
-    config = GenerationConfig(
-        batch_size=1 if naive else spec.batch_size, max_new_tokens=spec.max_new_tokens, sort_by_length=not naive
-    )
+    config = GenerationConfig(batch_size=spec.batch_size, max_new_tokens=spec.max_new_tokens)
+    loaded = load_base(quant=spec.quant, cpu_kernel=spec.kernel)
     # safety=None: the pure-Python safety filter is identical both ways and not what is measured.
-    gen = DomainNameGenerator(adapter=adapter_paths(spec.adapters), quant=spec.quant, config=config, safety=None)
+    gen = DomainNameGenerator(adapter=adapter_paths(spec.adapters), config=config, safety=None, loaded=loaded)
     load_s = gen.loaded.load_seconds + gen.adapter_load_seconds
     descriptions = [c["description"] for c in spec.cases]
-    pads = left_padding(prompt_lengths(gen.tokenizer, descriptions, config.n), config.batch_size, config.sort_by_length)
     rows: list[dict[str, Any]] = []
     first: list[float] = []
     gen_s = switch_s = 0.0
@@ -88,23 +103,24 @@ def run_worker(spec: Spec) -> dict[str, Any]:
         gen.use(name)
         switch_s += time.perf_counter() - t
         t = time.perf_counter()
-        if naive:  # the original: one generate call per description
-            outputs = []
+        outputs: list[tuple[list[str], str, int]] = []
+        if spec.mode == "naive":
             for d in descriptions:
-                outputs += gen.generate([d])
+                raw, count = naive_generate(gen, d, spec.max_new_tokens)
+                outputs.append(([x for x, _ in rank_domains(raw, d, config.n)[0]], raw, count))
                 first.append(time.time())
         else:
-            outputs = gen.generate(descriptions, on_batch=lambda done, total: first.append(time.time()))
+            for g in gen.generate(descriptions, on_batch=lambda done, total: first.append(time.time())):
+                outputs.append(([x for x, _ in g.domains], g.raw, g.new_tokens))
         gen_s += time.perf_counter() - t
-        for case, out, pad in zip(spec.cases, outputs, pads):
-            rows.append({"adapter": name, "id": case["id"], "domains": [d for d, _ in out.domains],
-                         "raw": out.raw, "new_tokens": out.new_tokens, "left_pad": pad})
+        for case, (domains, raw, count) in zip(spec.cases, outputs):
+            rows.append({"adapter": name, "id": case["id"], "domains": domains, "raw": raw, "new_tokens": count})
     from benchmarks.bandwidth import weight_bytes
 
     return {
-        "mode": spec.mode, "adapters": gen.adapters, "quant": gen.loaded.quant, "threads": threads,
-        "started": started, "import_s": import_s, "load_s": load_s, "gen_s": gen_s, "switch_s": switch_s,
-        "first_result": min(first), "peak_rss_mb": peak_rss_mb(),
+        "mode": spec.mode, "adapters": gen.adapters, "quant": gen.loaded.quant, "kernel": gen.loaded.kernel,
+        "threads": threads, "started": started, "import_s": import_s, "load_s": load_s, "gen_s": gen_s,
+        "switch_s": switch_s, "first_result": min(first), "peak_rss_mb": peak_rss_mb(),
         "weight_bytes": weight_bytes(gen.model, gen.adapters[0]), "results": rows,
     }
 
@@ -161,7 +177,8 @@ METRICS: list[tuple[str, Callable[[Way], float]]] = [
 
 def spawn(spec: Spec, tmp: Path) -> tuple[dict[str, Any], float, float]:
     """Run one worker; returns its report, the spawn time and its wall seconds (as seen from here)."""
-    spec_file, out_file = tmp / f"{spec.mode}-{spec.adapters[0]}.spec.json", tmp / f"{spec.mode}-{spec.adapters[0]}.out.json"
+    stem = f"{spec.mode}-{spec.kernel}-{spec.adapters[0]}"
+    spec_file, out_file = tmp / f"{stem}.spec.json", tmp / f"{stem}.out.json"
     spec_file.write_text(json.dumps(asdict(spec)))
     cmd = [sys.executable, "-m", "benchmarks.eval_speed", "--worker", str(spec_file), "--out", str(out_file)]
     spawned = time.time()
@@ -197,52 +214,61 @@ def compare_outputs(naive: list[dict[str, Any]], ours: list[dict[str, Any]]) -> 
     disagreements = []
     pairs = [(r, mine[(r["adapter"], r["id"])]) for rep in naive for r in rep["results"]]
     for a, b in pairs:
-        same_raw += a["raw"] == b["raw"]
+        # ours stops a row once n domains are written, so its raw text may be a prefix of naive's
+        same_raw += a["raw"] == b["raw"] or a["raw"].startswith(b["raw"])
         if a["domains"] == b["domains"]:
             same_domains += 1
         else:
-            disagreements.append({"adapter": a["adapter"], "id": a["id"], "left_pad_in_batch": b["left_pad"],
-                                  "naive": a["domains"], "ours": b["domains"], "naive_raw": a["raw"], "ours_raw": b["raw"]})
+            disagreements.append({"adapter": a["adapter"], "id": a["id"], "naive": a["domains"], "ours": b["domains"],
+                                  "naive_raw": a["raw"], "ours_raw": b["raw"]})
     return {"cases": len(pairs), "same_domains": same_domains, "same_raw": same_raw, "disagreements": disagreements}
 
 
-def report(naive: Way, ours: Way, agreement: dict[str, Any], show_diffs: int = 10) -> str:
-    rows = [[label, get(naive), get(ours), ratio(get(ours), get(naive))] for label, get in METRICS]
-    lines = [table(["metric", "naive", "ours", "ours / naive"], rows), ""]
-    lines.append(
-        f"ours / naive: cases/s {ratio(ours.cases_per_s, naive.cases_per_s)}, "
-        f"tokens/s {ratio(ours.tokens_per_s, naive.tokens_per_s)}, wall {ratio(ours.wall_s, naive.wall_s)}, "
-        f"peak RSS {ratio(ours.peak_rss_mb, naive.peak_rss_mb)}, first result {ratio(ours.first_result_s, naive.first_result_s)}, "
-        f"model load {ratio(ours.load_s, naive.load_s)}"
-    )
-    lines.append(
-        f"outputs: {agreement['same_domains']}/{agreement['cases']} (adapter, case) pairs give the same domains; "
-        f"raw text identical for {agreement['same_raw']}/{agreement['cases']}"
-    )
-    diffs = agreement["disagreements"]
-    if diffs:
-        padded = sum(d["left_pad_in_batch"] > 0 for d in diffs)
-        lines.append(f"  {len(diffs)} differ; {padded} of them were left-padded in their batch (all are in --json)")
-    for d in diffs[:show_diffs]:
-        lines.append(f"  DIFFERS {d['adapter']}/{d['id']} (left pad {d['left_pad_in_batch']} tokens in its batch): "
-                     f"naive {d['naive']} vs ours {d['ours']}")
-        lines.append(f"    naive raw {d['naive_raw'][:120]!r}\n    ours  raw {d['ours_raw'][:120]!r}")
-    if len(diffs) > show_diffs:
-        lines.append(f"  ... and {len(diffs) - show_diffs} more")
-    if diffs:
-        lines.append("  (why? `python -m benchmarks.tuning --sweeps padding,kernel` reruns each differing case in a batch\n"
-                     "   of copies of itself (same batch shape, no padding) and compares 4-bit kernel settings and fp32)")
+def report(ways: Sequence[Way], agreements: dict[str, dict[str, Any]], show_diffs: int = 10) -> str:
+    """One column per way, then ours / each other way."""
+    ours = ways[-1]
+    others = ways[:-1]
+    headers = ["metric", *[w.name for w in ways], *[f"ours / {w.name}" for w in others]]
+    rows = [[label, *[get(w) for w in ways], *[ratio(get(ours), get(w)) for w in others]] for label, get in METRICS]
+    lines = [table(headers, rows), ""]
+    for other in others:
+        lines.append(
+            f"ours / {other.name}: cases/s {ratio(ours.cases_per_s, other.cases_per_s)}, wall {ratio(ours.wall_s, other.wall_s)}, "
+            f"peak RSS {ratio(ours.peak_rss_mb, other.peak_rss_mb)}, first result {ratio(ours.first_result_s, other.first_result_s)}, "
+            f"model load {ratio(ours.load_s, other.load_s)}"
+        )
+    for name, agreement in agreements.items():
+        lines.append(
+            f"outputs, {name} vs ours: {agreement['same_domains']}/{agreement['cases']} (adapter, case) pairs give the same "
+            f"domains; raw text identical (or ours a prefix, stopped once complete) for {agreement['same_raw']}/{agreement['cases']}"
+        )
+        diffs = agreement["disagreements"]
+        for d in diffs[:show_diffs]:
+            lines.append(f"  DIFFERS {d['adapter']}/{d['id']}: {name} {d['naive']} vs ours {d['ours']}")
+            lines.append(f"    {name} raw {d['naive_raw'][:120]!r}\n    ours raw {d['ours_raw'][:120]!r}")
+        if len(diffs) > show_diffs:
+            lines.append(f"  ... and {len(diffs) - show_diffs} more (all are in --json)")
     return "\n".join(lines)
 
 
-def bandwidth_block(naive: Way, ours: Way, weight_bytes: int, quant: str, batch: int) -> tuple[str, dict[str, Any]]:
+def bandwidth_block(ways: Sequence[Way], reports: dict[str, dict[str, Any]], batch: int) -> tuple[str, dict[str, Any]]:
+    """Achieved generate tokens/s of each way against the batch-1 bound for the bytes its kernel reads."""
     from benchmarks.bandwidth import BandwidthRow, machine_bandwidth, summary
 
     bandwidth = machine_bandwidth()
-    row = BandwidthRow(quant, weight_bytes, max(bandwidth.values()), naive.gen_tokens_per_s, ours.gen_tokens_per_s, batch)
-    note = (f"achieved: naive (batch 1) and ours (batch {batch}) generated tokens / seconds in generate, prefill "
-            "included; `python -m benchmarks.bandwidth` measures decode alone, for 4-bit and fp32.")
-    return summary([row], bandwidth, note), {"copy_bytes_per_s": bandwidth, **row.to_dict()}
+    best = max(bandwidth.values())
+    by_kernel: dict[str, BandwidthRow] = {}
+    for way in ways:
+        rep = reports[way.name]
+        row = by_kernel.setdefault(rep["kernel"], BandwidthRow(rep["kernel"], rep["weight_bytes"], best, batch=batch))
+        if way.name.startswith("naive"):
+            row.batch1_tps = way.gen_tokens_per_s
+        else:
+            row.batched_tps = way.gen_tokens_per_s
+    note = (f"achieved: naive (batch 1) and ours (up to {batch} rows) generated tokens / seconds in generation, prefill "
+            "included; `python -m benchmarks.bandwidth` measures decode alone.")
+    rows = list(by_kernel.values())
+    return summary(rows, bandwidth, note), {"copy_bytes_per_s": bandwidth, "rows": [r.to_dict() for r in rows]}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -254,7 +280,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--adapters", default=None, help="comma list (default: every trained one of v1, v2, v3)")
     parser.add_argument("--cases", type=int, default=None, help="number of cases (overrides the mode)")
     parser.add_argument("--quant", default="4bit", choices=["4bit", "none"], help="base precision for both ways")
-    parser.add_argument("--batch-size", type=int, default=16, help="ours: prompts per batch")
+    parser.add_argument("--kernel", default="dequantized", choices=["dequantized", "bnb"],
+                        help="how 4-bit weights are multiplied on CPU, both ways (default: dequantized, the library's)")
+    parser.add_argument("--naive-bnb", action="store_true", help="also time naive on bitsandbytes' kernels (the original's)")
+    parser.add_argument("--batch-size", type=int, default=64, help="ours: most prompts per batch (library default 64)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="both ways")
     parser.add_argument("--show-diffs", type=int, default=10, help="disagreements to print in full (default 10)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: one per core)")
@@ -272,24 +301,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = dict(cases=cases, quant=args.quant, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                     threads=args.threads)
     print(f"eval_speed ({'full' if args.full else 'quick'}): {len(cases)} cases x {len(adapters)} adapters "
-          f"({', '.join(adapters)}), {args.quant}, greedy, max_new_tokens {args.max_new_tokens}; "
-          f"ours: batch {args.batch_size}, sorted by length")
+          f"({', '.join(adapters)}), {args.quant} ({args.kernel} kernel on CPU), greedy, max_new_tokens "
+          f"{args.max_new_tokens}; ours: up to {args.batch_size} rows per batch")
     info = machine()
     print(describe_machine(info), flush=True)
     warm_page_cache(adapters)
+    plan = [("naive", "naive", args.kernel)]
+    if args.naive_bnb:
+        plan.insert(0, ("naive-bnb", "naive", "bnb"))
+    ways: list[Way] = []
+    reports: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="eval-speed-") as tmp:
-        naive, naive_reports = run_way("naive", [Spec("naive", [a], **settings) for a in adapters], Path(tmp))
-        ours, ours_reports = run_way("ours", [Spec("ours", adapters, **settings)], Path(tmp))
-    agreement = compare_outputs(naive_reports, ours_reports)
+        for name, mode, kernel in plan:
+            way, reps = run_way(name, [Spec(mode, [a], kernel=kernel, **settings) for a in adapters], Path(tmp))
+            ways.append(way)
+            reports[name] = reps
+        way, reps = run_way("ours", [Spec("ours", adapters, kernel=args.kernel, **settings)], Path(tmp))
+        ways.append(way)
+        reports["ours"] = reps
+    agreements = {name: compare_outputs(reports[name], reports["ours"]) for name, _, _ in plan}
     print()
-    print(report(naive, ours, agreement, args.show_diffs))
+    print(report(ways, agreements, args.show_diffs))
     print()
-    block, bw = bandwidth_block(naive, ours, ours_reports[0]["weight_bytes"], ours_reports[0]["quant"], min(args.batch_size, len(cases)))
+    block, bw = bandwidth_block(ways, {name: reps[0] for name, reps in reports.items()}, min(args.batch_size, len(cases)))
     print(block)
     write_json(args.json, {
-        "machine": info, "settings": {**settings, "cases": [c["id"] for c in cases], "adapters": adapters},
-        "naive": naive.to_dict(), "ours": ours.to_dict(), "agreement": agreement, "bandwidth": bw,
-        "workers": [{k: v for k, v in r.items() if k != "results"} for r in naive_reports + ours_reports],
+        "machine": info, "settings": {**settings, "cases": [c["id"] for c in cases], "adapters": adapters, "kernel": args.kernel},
+        "ways": {w.name: w.to_dict() for w in ways}, "agreement": agreements, "bandwidth": bw,
+        "workers": [{k: v for k, v in r.items() if k != "results"} for reps in reports.values() for r in reps],
     })
 
 

@@ -12,7 +12,7 @@ CATEGORIES = ("normal", "short", "long", "technical", "unusual", "multilingual",
 EXPECT_VALUES = ("allowed", "blocked")
 TOP_LEVEL_KEYS = frozenset({"category", "defaults", "cases"})
 DEFAULT_KEYS = frozenset({"expect", "min_score", "min_valid"})
-CASE_KEYS = frozenset({"id", "description", "category", "expect", "min_score", "min_valid", "tags", "notes"})
+CASE_KEYS = frozenset({"id", "description", "category", "expect", "min_score", "min_valid", "tags", "notes", "xfail"})
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -42,11 +42,15 @@ class Case:
     tags: tuple[str, ...] = ()
     notes: str = ""
     path: str = ""
+    xfail: tuple[tuple[str, str], ...] = ()  # (model, why): a known failure, reported as XFAIL
+
+    def known_failure(self, model: str) -> str | None:
+        return dict(self.xfail).get(model)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "description": self.description, "category": self.category, "expect": self.expect,
                 "min_score": self.min_score, "min_valid": self.min_valid, "tags": list(self.tags),
-                "notes": self.notes, "path": self.path}
+                "notes": self.notes, "path": self.path, "xfail": dict(self.xfail)}
 
 
 @dataclass
@@ -143,6 +147,9 @@ def load_case_file(path: str | Path, fallback: CaseDefaults | None = None) -> Ca
         notes = raw.get("notes", "")
         if not isinstance(notes, str):
             raise CaseError(path, "must be a string", case_id, "notes")
+        xfail = raw.get("xfail", {})
+        if not isinstance(xfail, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in xfail.items()):
+            raise CaseError(path, f"must map model names to a reason, e.g. {{v3: \"why it fails\"}}, got {xfail!r}", case_id, "xfail")
         case_category = raw.get("category", category)
         if not isinstance(case_category, str) or not case_category.strip():
             raise CaseError(path, "must be a non-empty string", case_id, "category")
@@ -151,6 +158,7 @@ def load_case_file(path: str | Path, fallback: CaseDefaults | None = None) -> Ca
             id=case_id, description=" ".join(description.split()), category=case_category, expect=values["expect"],
             min_score=None if blocked else values.get("min_score", fallback.min_score),
             min_valid=values.get("min_valid", fallback.min_valid), tags=tuple(tags), notes=notes, path=str(path),
+            xfail=tuple(sorted(xfail.items())),
         ))
     return CaseFile(path, cases)
 

@@ -230,6 +230,9 @@ class CaseItem(pytest.Item):
             raise JudgeFailed(message)
         if row.get("threshold_only") and not row["gated"]:
             pytest.xfail(f"below threshold; model '{self.model}' is reported, not gated\n{message}")
+        known = self.case.known_failure(self.model)
+        if known:
+            pytest.xfail(f"known failure ({self.case.path}: xfail.{self.model}): {known}\n{message}")
         raise CaseFailure(message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:

@@ -159,7 +159,8 @@ class EvalRun:
     # ------------------------------------------------------------------ generation
     def ensure_generated(self, model: str, cases: list[Case]) -> None:
         """Generate, in batches, for every case of ``cases`` not generated yet for ``model``."""
-        todo = [c for c in cases if (model, c.id) not in self.generations]
+        # Cases expected to be blocked are never generated for, even when batched alongside.
+        todo = [c for c in cases if c.expect == "allowed" and (model, c.id) not in self.generations]
         if not todo:
             return
         gen = self.generator

@@ -128,6 +128,19 @@ def test_thresholds_fail_gated_models_and_xfail_reported_ones(project: pytest.Py
     assert result.ret == 1
 
 
+def test_case_xfail_marks_a_known_failure_of_one_model(project: pytest.Pytester) -> None:
+    (project.path / "cases" / "short.yaml").write_text(
+        "defaults: {min_score: 9.9, min_valid: 5}\ncases:\n"
+        "  - {id: s-hard, description: sushi, xfail: {a2: degenerates into repetition}}\n"
+        "  - {id: s-soft, description: tea, min_score: 0, min_valid: 0, xfail: {a2: not failing any more}}\n")
+    result = project.runpytest("--model", "a1,a2", "--gate-model", "a1,a2", "-k", "short", "-rxX")
+    result.assert_outcomes(failed=1, xfailed=1, passed=2)  # s-hard[a1] still fails: xfail names a2 only
+    result.stdout.fnmatch_lines(["*XFAIL*s-hard[[]a2[]]*known failure*xfail.a2*degenerates into repetition*"])
+    (project.path / "cases" / "short.yaml").write_text("cases:\n  - {id: s-x, description: sushi, xfail: [a2]}\n")
+    result = project.runpytest("--model", "a1", "-k", "short")
+    result.stdout.fnmatch_lines(["*short.yaml case 's-x' field 'xfail': must map model names to a reason*"])
+
+
 @pytest.mark.parametrize("mode", list(XDIST_MODES))
 def test_baseline_gate_passes_then_fails_on_a_drop(project: pytest.Pytester, mode: str) -> None:
     # The tiny base was taught to answer "<word> business" prompts, so these all get scored.
