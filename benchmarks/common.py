@@ -86,18 +86,6 @@ def prompt_lengths(tokenizer: Any, descriptions: Sequence[str], n: int = 5) -> l
     return [len(tokenizer(build_prompt(tokenizer, d, n), add_special_tokens=False).input_ids) for d in descriptions]
 
 
-def left_padding(lengths: Sequence[int], batch_size: int, sort: bool = True) -> list[int]:
-    """Left-pad tokens each prompt gets in its batch, mirroring DomainNameGenerator's sort-and-chunk."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if sort else list(range(len(lengths)))
-    pads = [0] * len(lengths)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        longest = max(lengths[i] for i in chunk)
-        for i in chunk:
-            pads[i] = longest - lengths[i]
-    return pads
-
-
 def warm_page_cache(adapters: Sequence[str]) -> None:
     """Read the base and adapter files once, so no measured run pays for the first disk read."""
     from domain_eval.models import DEFAULT_BASE, resolve_base

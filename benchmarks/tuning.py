@@ -1,30 +1,29 @@
 """Tuning sweeps for batched generation, each printed as a table with ratios against a reference.
 
 Sweeps (``--sweeps``, default all, in this order):
-- batch:   batch size 1, 4, 8, 16, 32 sorted by prompt length; unsorted where sorting can matter
-           (1 < batch < cases), with the share of left-padding tokens. Reference: batch 1.
-- cache:   the KV cache on/off (``use_cache`` passed to ``model.generate``). Reference: on.
+- batch:   most rows per batch 1, 8, 16, 32, 64 (sorted by prompt length, no token budget), then the
+           library default (64 rows, at most 4096 prompt tokens incl. padding) and 64 unsorted, with
+           the share of padding tokens. Reference: batch 1.
+- decode:  what the decoding loop adds, at the default batching: the shared prefix run once, rows
+           stopped once they hold n domains, and ``model.generate`` on the same batches (every row
+           steps until the slowest ends; the whole prompt per row); with the KV cache off too.
 - threads: torch threads 1 vs one per core, at batch 1 and batched. Reference: one per core.
-- quant:   4-bit NF4 vs fp32 (``quant="none"``), at batch 1 and batched. Reference: 4-bit.
+- kernel:  how the 4-bit layers are multiplied on CPU: NF4 dequantised once to fp32 (the library's),
+           bitsandbytes with bf16 compute and its gemv fast path (the original's), without the fast
+           path, with fp32 compute; and the fp32 weights without quantisation. Speed at batch 1 and
+           batched, and whether batched domains equal batch-1 domains.
 - tokens:  max_new_tokens 32, 48, 64, 96: cases that hit the limit and domains kept. Reference: 64.
-- padding: batched vs batch-1 outputs, 4-bit and fp32; each case that differs is rerun in a batch of
-           copies of itself (same batch shape, no padding), which tells padding effects apart from
-           batch-shape numerics of the kernels.
-- kernel:  bitsandbytes 4-bit compute dtype (bf16, the library's, vs fp32) x its CPU gemv fast path
-           (on, the default, vs off): speed at batch 1 and 16, and batched = batch-1 domains.
 
 "same domains as ref" counts cases whose domains equal the reference run's (greedy decoding).
 Settings measured earlier with the same inputs are reused, not rerun.
-Run: ``python -m benchmarks.tuning [--quick] [--sweeps batch,cache] [--adapter v1] [--json out.json]``
+Run: ``python -m benchmarks.tuning [--quick] [--sweeps batch,decode] [--adapter v1] [--json out.json]``
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from benchmarks.common import (
     adapter_paths,
@@ -32,7 +31,6 @@ from benchmarks.common import (
     available_adapters,
     cores,
     describe_machine,
-    left_padding,
     machine,
     prompt_lengths,
     ratio,
@@ -41,7 +39,8 @@ from benchmarks.common import (
     write_json,
 )
 
-SWEEPS = ("batch", "cache", "threads", "quant", "tokens", "padding", "kernel")
+SWEEPS = ("batch", "decode", "threads", "kernel", "tokens")
+DEFAULT_BATCH, DEFAULT_BUDGET = 64, 4096  # GenerationConfig's batch_size and max_batch_tokens
 HEADERS = ["setting", "s", "cases/s", "tok/s", "speed vs ref", "same domains as ref"]
 
 
@@ -71,18 +70,42 @@ def same(a: Run, b: Run) -> str:
     return f"{sum(x == y for x, y in zip(a.domains, b.domains))}/{len(a.outputs)}"
 
 
-@contextlib.contextmanager
-def generate_kwargs(gen: Any, **extra: Any) -> Iterator[None]:
-    """Pass extra keyword arguments (e.g. ``use_cache=False``) to every ``model.generate`` call."""
-    gen.model.generate = functools.partial(type(gen.model).generate, gen.model, **extra)
-    try:
-        yield
-    finally:
-        del gen.model.generate
+def padding_share(lengths: Sequence[int], batch_size: int, budget: int, sort: bool) -> float:
+    """Share of prompt tokens in a batch that are padding, for DomainNameGenerator's batch plan."""
+    from domain_eval.generation import plan_batches
+
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if sort else list(range(len(lengths)))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in plan_batches(order, lengths, batch_size, budget))
+    return 1 - sum(lengths) / padded
+
+
+def hf_generate(gen: Any, descriptions: Sequence[str], use_cache: bool = True) -> list[Any]:
+    """``model.generate`` on DomainNameGenerator's batches (left padding), as the library did before."""
+    import torch
+
+    from domain_eval.generation import Generation, plan_batches, rank_domains
+    from domain_eval.prompts import build_prompt
+
+    tok = gen.tokenizer
+    prompts = [build_prompt(tok, d) for d in descriptions]
+    lengths = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    results: list[Any] = [None] * len(prompts)
+    for batch in plan_batches(order, lengths, gen.config.batch_size, gen.config.max_batch_tokens):
+        enc = tok([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = gen.model.generate(**enc, max_new_tokens=gen.config.max_new_tokens, do_sample=False, temperature=None,
+                                     top_p=None, top_k=None, pad_token_id=tok.pad_token_id, use_cache=use_cache)
+        for i, row in zip(batch, out[:, enc["input_ids"].shape[1]:].tolist()):
+            if tok.eos_token_id in row:
+                row = row[: row.index(tok.eos_token_id) + 1]
+            text = tok.decode(row, skip_special_tokens=True)
+            results[i] = Generation(descriptions[i], text, rank_domains(text, descriptions[i], gen.config.n)[0], new_tokens=len(row))
+    return results
 
 
 def load_4bit(compute_dtype: Any) -> Any:
-    """The library's 4-bit NF4 base, but with this compute dtype (the library uses bf16)."""
+    """The 4-bit NF4 base on bitsandbytes' own CPU kernels with this compute dtype (QLoRA config: bf16)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from transformers.utils import logging as hf_logging
@@ -99,7 +122,7 @@ def load_4bit(compute_dtype: Any) -> Any:
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(base.source, local_files_only=True, dtype=torch.float32,
                                                  quantization_config=config, device_map={"": "cpu"}).eval()
-    return LoadedBase(model, tokenizer, base, "4bit", "cpu", time.perf_counter() - start)
+    return LoadedBase(model, tokenizer, base, "4bit", "cpu", time.perf_counter() - start, kernel="bnb-4bit")
 
 
 class Tuner:
@@ -110,21 +133,26 @@ class Tuner:
         self.results: dict[str, list[dict[str, Any]]] = {}
         self._memo: dict[tuple[Any, ...], Run] = {}
 
-    def run(self, label: str, descriptions: Sequence[str] | None = None, gen: Any = None, *, batch_size: int = 16,
-            sort: bool = True, max_new_tokens: int = 64, memo: bool = True) -> Run:
-        """Time ``gen.generate`` with these settings; identical settings measured before are reused."""
+    def run(self, label: str, descriptions: Sequence[str] | None = None, gen: Any = None, *,
+            batch_size: int = DEFAULT_BATCH, budget: int = DEFAULT_BUDGET, sort: bool = True, max_new_tokens: int = 64,
+            share_prefix: bool = True, stop_when_complete: bool = True, hf: str | None = None, memo: bool = True) -> Run:
+        """Time ``gen.generate`` (or ``model.generate`` with ``hf="cache"|"no-cache"``) with these
+        settings; identical settings measured before are reused."""
         gen = gen or self.gen
         descriptions = list(descriptions or self.descriptions)
         import torch
 
-        key = (id(gen), torch.get_num_threads(), batch_size, sort, max_new_tokens, tuple(descriptions))
+        key = (id(gen), torch.get_num_threads(), batch_size, budget, sort, max_new_tokens, share_prefix,
+               stop_when_complete, hf, tuple(descriptions))
         if memo and key in self._memo:
             return replace(self._memo[key], label=label, extra=[])
-        gen.config.batch_size, gen.config.sort_by_length, gen.config.max_new_tokens = batch_size, sort, max_new_tokens
+        c = gen.config
+        c.batch_size, c.max_batch_tokens, c.sort_by_length, c.max_new_tokens = batch_size, budget, sort, max_new_tokens
+        c.share_prefix, c.stop_when_complete = share_prefix, stop_when_complete
         best, outputs = float("inf"), []
         for _ in range(self.repeat):
             start = time.perf_counter()
-            outputs = gen.generate(descriptions)
+            outputs = hf_generate(gen, descriptions, hf == "cache") if hf else gen.generate(descriptions)
             best = min(best, time.perf_counter() - start)
         print(f"    {label}: {best:.1f} s", flush=True)
         result = Run(label, best, outputs)
@@ -151,22 +179,32 @@ class Tuner:
 
     # ---------------------------------------------------------------------------------- sweeps
     def batch(self) -> None:
-        n, runs = len(self.descriptions), []
-        for bs in (1, 4, 8, 16, 32):
-            for sort in (True, False) if 1 < bs < n else (True,):
-                run = self.run(f"batch {bs}, {'sorted' if sort else 'unsorted'}", batch_size=bs, sort=sort)
-                pads = sum(left_padding(self.lengths, bs, sort))
-                run.extra = [f"{100 * pads / (pads + sum(self.lengths)):.0f}%"]
-                runs.append(run)
-        self.show("batch", f"batch size and length sorting, {n} cases", [runs], ["padding tokens"])
+        n, runs, big = len(self.descriptions), [], 10**9
+        for bs in (1, 8, 16, 32, 64):
+            run = self.run(f"batch {bs}, sorted, no token budget", batch_size=bs, budget=big)
+            run.extra = [f"{100 * padding_share(self.lengths, bs, big, True):.0f}%"]
+            runs.append(run)
+        for sort in (True, False):
+            run = self.run(f"batch {DEFAULT_BATCH}, budget {DEFAULT_BUDGET} tokens, {'sorted' if sort else 'unsorted'}"
+                           + (" (default)" if sort else ""), sort=sort)
+            run.extra = [f"{100 * padding_share(self.lengths, DEFAULT_BATCH, DEFAULT_BUDGET, sort):.0f}%"]
+            runs.append(run)
+        self.show("batch", f"batch size, token budget and length sorting, {n} cases", [runs], ["padding tokens"])
 
-    def cache(self) -> None:
-        k, tokens = min(4 if self.quick else 16, len(self.descriptions)), 32 if self.quick else 64
+    def decode(self) -> None:
+        n = len(self.descriptions)
+        default = self.run("decode loop (default)")
+        runs = [
+            default,
+            self.run("without the shared-prefix pass", share_prefix=False),
+            self.run("without stopping at n domains", stop_when_complete=False),
+            self.run("model.generate, same batches", hf="cache"),
+        ]
+        k = min(4 if self.quick else 8, n)
         subset = self.descriptions[:k]
-        on = self.run(f"use_cache=True, batch {k}", subset, batch_size=k, max_new_tokens=tokens)
-        with generate_kwargs(self.gen, use_cache=False):
-            off = self.run(f"use_cache=False, batch {k}", subset, batch_size=k, max_new_tokens=tokens, memo=False)
-        self.show("cache", f"KV cache, {k} cases, max_new_tokens {tokens}", [[on, off]])
+        cached = self.run(f"model.generate, {k} cases, KV cache on", subset, hf="cache")
+        uncached = self.run(f"model.generate, {k} cases, KV cache off", subset, hf="no-cache")
+        self.show("decode", f"the decoding loop vs model.generate, {n} cases", [runs, [cached, uncached]])
 
     def threads(self) -> None:
         import torch
@@ -178,27 +216,48 @@ class Tuner:
             torch.set_num_threads(threads)
             by_threads[threads] = (
                 self.run(f"{threads} thread(s), batch 1, {k} cases", self.descriptions[:k], batch_size=1),
-                self.run(f"{threads} thread(s), batch 16, {n} cases", batch_size=16),
+                self.run(f"{threads} thread(s), default batching, {n} cases"),
             )
         torch.set_num_threads(before)
         many, one = by_threads[cores()], by_threads[1]
         self.show("threads", f"torch threads on {cores()} cores", [[many[0], one[0]], [many[1], one[1]]])
 
-    def quant(self) -> None:
+    def kernel(self) -> None:
+        """How 4-bit layers are multiplied on CPU, for speed and batch invariance (batched = batch 1)."""
+        import torch
+
         from benchmarks.bandwidth import weight_bytes
+        from domain_eval.generation import DomainNameGenerator
+        from domain_eval.models import disable_cpu_gemv_repack
 
         n = len(self.descriptions)
-        k = min(4 if self.quick else 16, n)
+        k = min(8 if self.quick else 16, n)
+        variants: list[tuple[str, Any]] = [
+            ("NF4 dequantised once, fp32 (library)", None),
+            ("bitsandbytes bf16, gemv on (original)", (torch.bfloat16, True)),
+            ("bitsandbytes bf16, gemv off", (torch.bfloat16, False)),
+            ("bitsandbytes fp32, gemv off", (torch.float32, False)),
+            ("fp32 weights, no quantisation", "none"),
+        ]
         groups: list[list[Run]] = [[], []]
-        for gen in (self.gen, self.fp32_generator()):
-            name = "4bit" if gen.loaded.quant == "4bit" else "fp32"
-            extra = [gen.loaded.load_seconds, weight_bytes(gen.model, gen.active) / 1e6]
-            for group, (bs, subset) in zip(groups, ((1, self.descriptions[:k]), (16, self.descriptions))):
-                run = self.run(f"{name}, batch {bs}, {len(subset)} cases", subset, gen, batch_size=bs)
-                run.extra = extra
-                group.append(run)
-        self.show("quant", "4-bit vs fp32 (the adapters were trained in 4-bit: fp32 domains are expected to differ)",
-                  groups, ["load s", "weights MB"])
+        for name, variant in variants:
+            if variant is None:
+                gen = self.gen
+            elif variant == "none":
+                gen = self.fp32_generator()
+            else:
+                dtype, gemv = variant
+                gen = DomainNameGenerator(loaded=load_4bit(dtype), adapter=adapter_paths(self.gen.adapters), safety=None)
+                if not gemv:
+                    disable_cpu_gemv_repack(gen.model)  # before the first forward, which would repack
+            memo = gen is self.gen  # the others are dropped after this loop: their id() may be reused
+            one = self.run(f"{name}, batch 1, {k} cases", self.descriptions[:k], gen, batch_size=1, memo=memo)
+            batched = self.run(f"{name}, batched, {k} cases", self.descriptions[:k], gen, memo=memo)
+            one.extra = batched.extra = [same(batched, one), gen.loaded.load_seconds, weight_bytes(gen.model, gen.active) / 1e6]
+            groups[0].append(one)
+            groups[1].append(batched)
+        self.show("kernel", "4-bit kernels on CPU (fp32 weights: not the weights the adapters were trained on)",
+                  groups, ["batched = batch 1", "load s", "weights MB"])
 
     def tokens(self) -> None:
         runs = {m: self.run(f"max_new_tokens {m}", max_new_tokens=m) for m in (32, 48, 64, 96)}
@@ -206,60 +265,9 @@ class Tuner:
             hit = sum(g.new_tokens >= limit for g in run.outputs)
             fewer = sum(len(a) < len(b) for a, b in zip(run.domains, runs[96].domains))
             run.extra = [hit, sum(map(len, run.domains)) / len(run.outputs), fewer, same(run, runs[96])]
-        self.show("tokens", f"max_new_tokens, batch 16, {len(self.descriptions)} cases",
+        self.show("tokens", f"max_new_tokens, default batching, {len(self.descriptions)} cases",
                   [[runs[64], runs[32], runs[48], runs[96]]],
                   ["hit limit", "domains/case", "fewer domains than 96", "same as 96"])
-
-    def padding(self) -> None:
-        n, k = len(self.descriptions), min(16, len(self.descriptions))
-        pads = left_padding(self.lengths, 16)
-        headers = ["quant", "cases", "batched = batch 1", "differ", "copies = batch 1 (padding or batch mates)",
-                   "copies differ too (batch-shape numerics)"]
-        body, details = [], []
-        for name, gen in (("4bit", self.gen), ("fp32", self.fp32_generator())):
-            one = self.run(f"{name}, batch 1", None, gen, batch_size=1)
-            batched = self.run(f"{name}, batch 16, sorted", None, gen, batch_size=16)
-            differ = [i for i, (a, b) in enumerate(zip(one.domains, batched.domains)) if a != b]
-            padding_caused = 0
-            for i in differ:
-                copies = self.run(f"{name}, case {i} x {k} copies", [self.descriptions[i]] * k, gen, batch_size=k)
-                is_padding = copies.domains[0] == one.domains[i]
-                padding_caused += is_padding
-                details.append(f"  {name} case {i} ({self.lengths[i]} prompt tokens, left pad {pads[i]}): batch 1 {one.domains[i]}"
-                               f" | batched {batched.domains[i]} | {k} copies {copies.domains[0]}"
-                               f" -> {'padding or batch mates' if is_padding else 'batch-shape numerics'}")
-            body.append([name, n, n - len(differ), len(differ), padding_caused, len(differ) - padding_caused])
-        print(f"\n## batched (16, sorted) vs batch-1 outputs: is it padding?\n{table(headers, body)}")
-        print("\n".join(details) + "\n")
-        self.results["padding"] = [dict(zip(headers, row)) for row in body] + [{"detail": d} for d in details]
-
-    def kernel(self) -> None:
-        """bitsandbytes 4-bit on CPU: compute dtype and the AVX512-BF16 gemv fast path, for speed and
-        for batch invariance (batched domains = batch-1 domains)."""
-        import torch
-
-        from domain_eval.generation import DomainNameGenerator
-        from domain_eval.models import disable_cpu_gemv_repack
-
-        n = len(self.descriptions)
-        groups: list[list[Run]] = [[], []]
-        for dtype in (torch.bfloat16, torch.float32):
-            for gemv in (True, False):
-                name = f"{str(dtype).split('.')[-1]} compute, gemv {'on' if gemv else 'off'}"
-                if dtype == torch.bfloat16 and gemv:
-                    gen = self.gen  # the library's default
-                else:
-                    gen = DomainNameGenerator(loaded=load_4bit(dtype), adapter=adapter_paths(self.gen.adapters), safety=None)
-                if not gemv:
-                    disable_cpu_gemv_repack(gen.model)  # before the first forward, which would repack
-                memo = gen is self.gen  # the others are dropped after this loop: their id() may be reused
-                one_all = self.run(f"{name}, batch 1, {n} cases", None, gen, batch_size=1, memo=memo)
-                batched = self.run(f"{name}, batch 16, {n} cases", None, gen, batch_size=16, memo=memo)
-                one_all.extra = batched.extra = [same(batched, one_all)]
-                groups[0].append(one_all)
-                groups[1].append(batched)
-        self.show("kernel", "4-bit compute dtype and the CPU gemv fast path", groups,
-                  ["batched = batch 1"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -290,9 +298,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         torch.set_num_threads(threads := args.threads)
     gen = DomainNameGenerator(adapter=adapter_paths([adapter]) if adapter else None, safety=None)
-    print(f"tuning: adapter {adapter or 'none'}, {len(descriptions)} cases, 4-bit unless stated, greedy, {threads} threads")
+    print(f"tuning: adapter {adapter or 'none'}, {len(descriptions)} cases, 4-bit NF4 ({gen.loaded.kernel}) unless stated, "
+          f"greedy, {threads} threads")
     print(describe_machine(info), flush=True)
-    gen.generate(descriptions[:1])  # warm-up: the first 4-bit forward repacks the weights
+    gen.generate(descriptions[:1])  # warm-up
     tuner = Tuner(gen, descriptions, args.repeat, args.quick)
     for sweep in sweeps:
         print(f"\n# {sweep}", flush=True)

@@ -24,10 +24,10 @@ BASE_ADAPTER = "base"  # the name meaning "no adapter"
 class GenerationConfig:
     """How suggestions are generated.
 
-    greedy: deterministic decoding for a fixed set of prompts, the default for evaluation and
-        gating. In fp32 it matched batch-1 output on every benchmarked case; in 4-bit on CPU,
-        bitsandbytes numerics make ~2-5 of 16 cases differ with batch shape or padding
-        (benchmarks/tuning.py, padding and kernel sweeps).
+    greedy: deterministic decoding, the default for evaluation and gating. With fp32 matmuls
+        (the CPU default, also for 4-bit: see models.dequantize_4bit_layers) batched output
+        equalled one-at-a-time output on all 408 benchmarked (adapter, case) pairs; with
+        bitsandbytes' own CPU kernels it does not (benchmarks/README.md).
     temperature, top_p: sampling parameters, used when a seed is given or greedy is False.
     max_new_tokens: enough for ~6 domains; generation stops earlier at end-of-turn.
     batch_size: most prompts per batch; prompts are sorted by length so padding stays small.
@@ -209,8 +209,8 @@ class DomainNameGenerator:
             if not isinstance(d, str) or not d.strip():
                 raise ValueError(f"description #{i} is empty; give a business description")
         use_greedy = greedy if greedy is not None else (seed is None and self.config.greedy)
-        prompts = [build_prompt(self.tokenizer, d, n) for d in descriptions]
-        lengths = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+        prompts = [self.tokenizer(build_prompt(self.tokenizer, d, n), add_special_tokens=False).input_ids for d in descriptions]
+        lengths = [len(p) for p in prompts]
         order = list(range(len(prompts)))
         if self.config.sort_by_length:
             order.sort(key=lambda i: lengths[i])
@@ -226,7 +226,7 @@ class DomainNameGenerator:
                 on_batch(done, len(prompts))
         return [r for r in results if r is not None]
 
-    def _generate_texts(self, prompts: list[str], greedy: bool, seed: int | None, batch_no: int, n: int) -> tuple[list[str], list[int]]:
+    def _generate_texts(self, prompts: list[list[int]], greedy: bool, seed: int | None, batch_no: int, n: int) -> tuple[list[str], list[int]]:
         import torch
 
         from domain_eval.decoding import DecodeSettings, decode
@@ -246,13 +246,12 @@ class DomainNameGenerator:
         if not greedy:
             generator = torch.Generator(device=self.loaded.device)
             generator.manual_seed((seed or 0) + batch_no)
-        ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
         is_complete = self._answer_complete(n) if self.config.stop_when_complete else None
         if self.active == BASE_ADAPTER and self.adapter_paths:
             with self.model.disable_adapter():
-                new = decode(self.model, ids, settings, is_complete, generator)
+                new = decode(self.model, prompts, settings, is_complete, generator)
         else:
-            new = decode(self.model, ids, settings, is_complete, generator)
+            new = decode(self.model, prompts, settings, is_complete, generator)
         texts = [tok.decode(row, skip_special_tokens=True) for row in new]
         return texts, [len(row) for row in new]
 
