@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 WORKERS ?= 2
+# Evaluation: one process was as fast as -n 2 and 1.3x faster than -n 1 on 2 cores, with one model
+# copy in memory (benchmarks/xdist_workers.py; numbers in README "Speed").
+EVAL_WORKERS ?= 0
 BIN := $(VENV)/bin
 
 .PHONY: setup eval test bench clean-venv
@@ -22,7 +25,7 @@ setup: $(BIN)/.installed
 # The main job: every shipped adapter (models/v1..v3) on every case, report in results/latest,
 # gated against the committed baseline. Exit status: see README "Exit status".
 eval: setup
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(WORKERS) --baseline results/baseline.json
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(EVAL_WORKERS) --baseline results/baseline.json
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest tests -n $(WORKERS)

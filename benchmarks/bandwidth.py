@@ -11,7 +11,11 @@ At batch 1, every generated token reads every weight once, so decode speed canno
 - decode tokens/s at batch 1 and batched, prefill excluded: time a forced-length generation of
   N tokens minus one of 1 token.
 
-Run: ``python -m benchmarks.bandwidth [--quick] [--quant 4bit,none] [--adapter v1] [--json out.json]``
+Kernels (``--kernels``): ``dequantized`` (4-bit NF4 dequantised once to fp32, the library's CPU
+default: 4 bytes per weight read), ``bnb`` (bitsandbytes' own 4-bit kernels: half a byte per weight
+plus quantisation state) and ``none`` (the unquantised fp32 weights).
+
+Run: ``python -m benchmarks.bandwidth [--quick] [--kernels dequantized,bnb,none] [--adapter v1] [--json out.json]``
 """
 from __future__ import annotations
 
@@ -103,7 +107,7 @@ def decode_rate(model: Any, tokenizer: Any, prompts: Sequence[str], new_tokens: 
 
 @dataclass
 class BandwidthRow:
-    quant: str
+    kernel: str
     weight_bytes: int
     copy_bytes_per_s: float
     batch1_tps: float | None = None
@@ -118,7 +122,7 @@ class BandwidthRow:
     def cells(self) -> list[Any]:
         b1, bb = self.batch1_tps, self.batched_tps
         return [
-            self.quant,
+            self.kernel,
             self.weight_bytes / MB,
             self.bound_tps,
             b1,
@@ -131,7 +135,7 @@ class BandwidthRow:
         return {**asdict(self), "bound_tps": self.bound_tps}
 
 
-HEADERS = ["quant", "weights MB/token", "bound tok/s", "batch-1 tok/s", "of bound", "batched tok/s", "vs bound"]
+HEADERS = ["kernel", "weights MB/token", "bound tok/s", "batch-1 tok/s", "of bound", "batched tok/s", "vs bound"]
 
 
 def summary(rows: Sequence[BandwidthRow], bandwidth: dict[int, float], note: str = "") -> str:
@@ -148,25 +152,29 @@ def summary(rows: Sequence[BandwidthRow], bandwidth: dict[int, float], note: str
     return "\n".join(lines)
 
 
-def measure(quants: Sequence[str], adapter: str | None, n_batched: int, new_tokens: int, size_mb: int) -> tuple[list[BandwidthRow], dict[int, float]]:
+KERNELS = ("dequantized", "bnb", "none")
+
+
+def measure(kernels: Sequence[str], adapter: str | None, n_batched: int, new_tokens: int, size_mb: int) -> tuple[list[BandwidthRow], dict[int, float]]:
     from domain_eval.generation import DomainNameGenerator
-    from domain_eval.models import configure_threads
+    from domain_eval.models import configure_threads, load_base
     from domain_eval.prompts import build_prompt
 
     bandwidth = machine_bandwidth(size_mb)
     best = max(bandwidth.values())
     descriptions = [c["description"] for c in allowed_cases(n_batched)]
     rows = []
-    for quant in quants:
+    for kernel in kernels:
         configure_threads(1)
-        gen = DomainNameGenerator(adapter=adapter_paths([adapter]) if adapter else None, quant=quant, safety=None)
+        loaded = load_base(quant="none" if kernel == "none" else "4bit", cpu_kernel="bnb" if kernel == "bnb" else "dequantized")
+        gen = DomainNameGenerator(adapter=adapter_paths([adapter]) if adapter else None, safety=None, loaded=loaded)
         prompts = [build_prompt(gen.tokenizer, d) for d in descriptions]
         batch1 = decode_rate(gen.model, gen.tokenizer, prompts[:1], new_tokens)
         batched = decode_rate(gen.model, gen.tokenizer, prompts, new_tokens)
         # After the first forward: bitsandbytes' CPU repack changes the 4-bit storage slightly.
-        row = BandwidthRow(gen.loaded.quant, weight_bytes(gen.model, adapter), best, batch1, batched, len(prompts))
+        row = BandwidthRow(gen.loaded.kernel, weight_bytes(gen.model, adapter), best, batch1, batched, len(prompts))
         rows.append(row)
-        print(f"  {quant}: batch-1 {row.batch1_tps:.1f} tok/s, batch-{len(prompts)} {row.batched_tps:.1f} tok/s", flush=True)
+        print(f"  {gen.loaded.kernel}: batch-1 {row.batch1_tps:.1f} tok/s, batch-{len(prompts)} {row.batched_tps:.1f} tok/s", flush=True)
         del gen
     return rows, bandwidth
 
@@ -174,7 +182,7 @@ def measure(quants: Sequence[str], adapter: str | None, n_batched: int, new_toke
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bandwidth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer prompts and tokens (a smaller batch)")
-    parser.add_argument("--quant", default="4bit,none", help="precisions to measure (comma list of 4bit, none)")
+    parser.add_argument("--kernels", default="dequantized,bnb", help=f"comma list of {', '.join(KERNELS)} (default: dequantized,bnb)")
     parser.add_argument("--adapter", default=None, help="adapter to attach (default: the newest trained; 'base' for none)")
     parser.add_argument("--new-tokens", type=int, default=None, help="forced decode length (default 32, quick 16)")
     parser.add_argument("--size-mb", type=int, default=512, help="array size for the copy test")
@@ -188,7 +196,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     info = machine()
     print(describe_machine(info))
     print(f"decode rates with adapter {adapter or 'none'}, {new_tokens} forced new tokens, batch 1 and {n_batched}")
-    rows, bandwidth = measure([q.strip() for q in args.quant.split(",")], adapter, n_batched, new_tokens, args.size_mb)
+    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    if unknown := set(kernels) - set(KERNELS):
+        parser.error(f"unknown kernel(s) {sorted(unknown)}; choose from {', '.join(KERNELS)}")
+    rows, bandwidth = measure(kernels, adapter, n_batched, new_tokens, args.size_mb)
     print()
     print(summary(rows, bandwidth))
     write_json(args.json, {"machine": info, "copy_bytes_per_s": bandwidth, "rows": [r.to_dict() for r in rows]})
