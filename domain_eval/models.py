@@ -268,12 +268,12 @@ def dequantize_4bit_layers(model: Any) -> int:
     """Replace each bitsandbytes ``Linear4bit`` by an fp32 ``nn.Linear`` holding its dequantised NF4 weights.
 
     The weights keep exactly the NF4 values the adapters were trained against; the matmul
-    runs in fp32 instead of bf16. On CPU, bitsandbytes dequantises every layer on every
-    decode step and picks a different kernel for one row than for many, so batched greedy
-    output differed from one-at-a-time output on 5-8 of 16 cases. Dequantised fp32 layers
-    gave the same output for every benchmarked case whatever the batch, and made large
-    batches faster (benchmarks/README.md). Costs 4 bytes per weight: ~0.4 GB for the 135M
-    base. Returns the number of layers replaced.
+    runs in fp32 instead of bf16. bitsandbytes' CPU kernels round differently for one row
+    (a gemv path) than for a batch (bf16 matmul), so batched greedy output differed from
+    one-at-a-time output on 5-8 of 16 cases. With fp32 layers, batched output equalled
+    one-at-a-time output on all 408 benchmarked (adapter, case) pairs. The price is speed and
+    memory: 4 bytes per weight (~0.4 GB for the 135M base) and 0.55-0.8x bitsandbytes' speed
+    (benchmarks/README.md: bandwidth and tuning's kernel sweep). Returns the number of layers replaced.
     """
     try:
         import bitsandbytes as bnb
