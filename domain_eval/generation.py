@@ -151,9 +151,10 @@ class DomainNameGenerator:
         progress: Callable[[str], None] | None = None,
         safety: Any | None = "default",
         loaded: LoadedBase | None = None,
+        cpu_kernel: str = "dequantized",
     ) -> None:
         self.config = config or GenerationConfig()
-        self.loaded = loaded or load_base(base_model, quant=quant, device=device, progress=progress)
+        self.loaded = loaded or load_base(base_model, quant=quant, device=device, progress=progress, cpu_kernel=cpu_kernel)
         self.adapter_paths = self._resolve_adapters(adapter, models_dir)
         start = time.perf_counter()
         self.model = attach_adapters(self.loaded, self.adapter_paths)

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from domain_eval.models import DEFAULT_BASE, QUANT_CHOICES
+from domain_eval.models import CPU_KERNELS, DEFAULT_BASE, QUANT_CHOICES
 
 EXIT_USAGE, EXIT_BLOCKED, EXIT_LOAD = 2, 3, 4
 
@@ -22,6 +22,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="base", help="adapter name in models/ (v1, v2, v3), adapter folder, or 'base' (default: base)")
     p.add_argument("--base", default=DEFAULT_BASE, help=f"base model: '{DEFAULT_BASE}' (embedded, offline), an HF id or a local folder (default: {DEFAULT_BASE})")
     p.add_argument("--quant", choices=QUANT_CHOICES, default="4bit", help="4-bit NF4 via bitsandbytes, or full precision (default: 4bit)")
+    p.add_argument("--cpu-kernel", choices=CPU_KERNELS, default="dequantized",
+                   help="4-bit on CPU: NF4 dequantised once to fp32 (same output alone or batched) or bitsandbytes' "
+                   "kernels (faster, rounding depends on the batch) (default: dequantized)")
     p.add_argument("--models-dir", default="models", help="where named adapters live (default: models)")
     p.add_argument("-n", type=int, default=5, help="number of suggestions (default: 5)")
     p.add_argument("--seed", type=int, default=None, help="sample with this seed (default: greedy decoding)")
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             base_model=args.base,
             adapter=None if args.model == "base" else args.model,
             quant=args.quant,
+            cpu_kernel=args.cpu_kernel,
             models_dir=args.models_dir,
             config=GenerationConfig(n=args.n),
             progress=lambda m: _status(f"domain-eval: {m}"),
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_LOAD
     loaded = time.perf_counter()
-    _status(f"domain-eval: loaded in {loaded - start:.1f} s ({gen.loaded.quant} on {gen.loaded.device}); generating ...")
+    _status(f"domain-eval: loaded in {loaded - start:.1f} s ({gen.loaded.quant}, {gen.loaded.kernel} on {gen.loaded.device}); generating ...")
     result = gen.generate([description], n=args.n, seed=args.seed)[0]
     _status(f"domain-eval: generated in {time.perf_counter() - loaded:.1f} s ({result.new_tokens} tokens)")
     if args.json:

@@ -31,6 +31,7 @@ class EvalOptions:
     models_dir: str = "models"
     base: str = "smollm2-135m"
     quant: str = "4bit"
+    cpu_kernel: str = "dequantized"
     judge: str = "heuristic"
     judge_model: str | None = None
     judge_cache: str | None = None
@@ -54,6 +55,8 @@ class EvalOptions:
             raise ValueError(f"--max-regression must be >= 0, got {self.max_regression}")
         if self.quant not in ("4bit", "none"):
             raise ValueError(f"--quant must be 4bit or none, got {self.quant!r}")
+        if self.cpu_kernel not in ("dequantized", "bnb"):
+            raise ValueError(f"--cpu-kernel must be dequantized or bnb, got {self.cpu_kernel!r}")
 
     def is_gated(self, model: str) -> bool:
         return self.gate_models is None or model in self.gate_models
@@ -148,6 +151,7 @@ class EvalRun:
             self._progress(f"loading {self.options.base} ({self.options.quant}) with adapters: {', '.join(adapters) or 'none'}")
             self._generator = DomainNameGenerator(
                 base_model=self.options.base, adapter=adapters or None, quant=self.options.quant,
+                cpu_kernel=self.options.cpu_kernel,
                 models_dir=self.options.models_dir, safety=self.safety,
                 config=GenerationConfig(n=self.options.n, batch_size=self.options.batch_size,
                                         max_new_tokens=self.options.max_new_tokens),

@@ -128,6 +128,18 @@ def test_thresholds_fail_gated_models_and_xfail_reported_ones(project: pytest.Py
     assert result.ret == 1
 
 
+def test_cpu_kernel_option_picks_how_4bit_layers_run(project: pytest.Pytester) -> None:
+    for option, kernel in (([], "nf4-dequantized-fp32"), (["--cpu-kernel", "bnb"], "bnb-4bit")):
+        result = project.runpytest("--model", "a1", "--quant", "4bit", "-k", "fr-bistro", *option)
+        result.assert_outcomes(passed=1)
+        run = json.loads((project.path / "results" / "latest" / "run.json").read_text())
+        assert run["kernels"] == [kernel]
+        assert run["options"]["cpu_kernel"] == (option[1] if option else "dequantized")
+    result = project.runpytest("--model", "a1", "--cpu-kernel", "gguf")
+    result.stderr.fnmatch_lines(["*--cpu-kernel must be dequantized or bnb, got 'gguf'*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
 def test_case_xfail_marks_a_known_failure_of_one_model(project: pytest.Pytester) -> None:
     (project.path / "cases" / "short.yaml").write_text(
         "defaults: {min_score: 9.9, min_valid: 5}\ncases:\n"
