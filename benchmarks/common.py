@@ -114,19 +114,39 @@ def machine() -> dict[str, Any]:
             line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
         )
         info["load_avg"] = os.getloadavg()
-    except (OSError, StopIteration):
+        info["busy_share"] = busy_share()
+    except (OSError, StopIteration, ValueError):
         pass
     return info
 
 
+def busy_share(seconds: float = 1.0) -> float:
+    """Share of all cores busy over the next ``seconds`` (from /proc/stat), i.e. now, unlike the
+    load average, which still counts a run that ended a minute ago."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 def describe_machine(info: dict[str, Any]) -> str:
-    """One line for the output header, with a warning when other processes already use the cores."""
+    """One line for the output header, with a warning when other processes use the cores now."""
     load = info.get("load_avg", (0.0,))[0]
+    busy = info.get("busy_share")
     line = f"machine: {info.get('cpu', '?')}, {info['cores']} cores, 1-min load average {load:.2f}"
-    if load > 0.5:
-        line += ("\nWARNING: the CPU was busy when this started (a training run? a previous benchmark within the last\n"
-                 "minute?). torch threads spin-wait, so contention makes timings several times slower and the\n"
-                 "ratios unreliable. Measure on a quiet machine.")
+    if busy is not None:
+        line += f", {100 * busy:.0f}% of the cores busy at start"
+    if (busy if busy is not None else load / max(1, info["cores"])) > 0.2:
+        line += ("\nWARNING: the CPU was busy when this started (a training run? another benchmark?). torch\n"
+                 "threads spin-wait, so contention makes timings several times slower and the ratios\n"
+                 "unreliable. Measure on a quiet machine.")
     return line
 
 
