@@ -6,6 +6,7 @@ this module must not import torch, so ``pytest --help`` and ``--collect-only`` s
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -315,7 +316,11 @@ class DomainEvalReporter:
 
     def progress(self, message: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None and self.config.get_verbosity() >= 0:
+        if tr is None or self.config.get_verbosity() < 0:
+            return
+        # Messages come from inside a test, where output capture would swallow them.
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             tr.write_line(f"domain-eval: {message}", cyan=True)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:

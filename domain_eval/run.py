@@ -173,9 +173,13 @@ class EvalRun:
         per_case: dict[str, list[Any]] = {c.id: [] for c in todo}
         descriptions = [c.description for c in todo]
         seeds: list[int | None] = [None] if self.options.samples == 1 else [self.options.seed + i for i in range(self.options.samples)]
+        def on_batch(done: int, total: int) -> None:
+            if done < total:  # a long silence otherwise: all of a model's cases come out at once
+                self._progress(f"  {model}: {done}/{total} generated ({time.perf_counter() - start:.0f} s)")
+
         for seed in seeds:
             self._progress(f"generating {model}: {len(todo)} case(s)" + (f", seed {seed}" if seed is not None else ""))
-            for case, generation in zip(todo, gen.generate(descriptions, seed=seed)):
+            for case, generation in zip(todo, gen.generate(descriptions, seed=seed, on_batch=on_batch)):
                 per_case[case.id].append(generation)
         for case in todo:
             self.generations[(model, case.id)] = per_case[case.id]

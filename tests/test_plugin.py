@@ -128,6 +128,13 @@ def test_thresholds_fail_gated_models_and_xfail_reported_ones(project: pytest.Py
     assert result.ret == 1
 
 
+def test_progress_lines_show_through_output_capture(project: pytest.Pytester) -> None:
+    result = project.runpytest_subprocess("--model", "a1", "-k", "short", "-p", "no:xdist")
+    result.stdout.fnmatch_lines(["domain-eval: loading * with adapters: a1", "domain-eval: generating a1: 3 case(s)"])
+    quiet = project.runpytest_subprocess("--model", "a1", "-k", "short", "-p", "no:xdist", "-q")
+    assert "domain-eval: generating" not in quiet.stdout.str()
+
+
 def test_cpu_kernel_option_picks_how_4bit_layers_run(project: pytest.Pytester) -> None:
     for option, kernel in (([], "nf4-dequantized-fp32"), (["--cpu-kernel", "bnb"], "bnb-4bit")):
         result = project.runpytest("--model", "a1", "--quant", "4bit", "-k", "fr-bistro", *option)
