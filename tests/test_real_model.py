@@ -66,3 +66,34 @@ def test_plugin_on_embedded_model_with_shipped_adapter(pytester: pytest.Pytester
     rows = [json.loads(line) for line in (pytester.path / "results" / "latest" / "cases.jsonl").read_text().splitlines()]
     scored = [r for r in rows if r["judge_mean"] is not None]
     assert len(scored) == 2 and all(r["n_valid"] >= 1 for r in scored)
+
+
+@pytest.mark.slow
+def test_batched_generation_equals_model_generate_one_at_a_time_on_the_real_model() -> None:
+    """The claim the evaluation's speed rests on, on the real 4-bit base + v3 (dequantised kernel)."""
+    import torch
+
+    from domain_eval.generation import DomainNameGenerator, rank_domains
+    from domain_eval.prompts import build_prompt
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    descriptions = [
+        "sushi",
+        "organic coffee shop in downtown Portland",
+        "Clínica veterinaria especializada en animales exóticos como reptiles, loros y hurones",
+        "We build FPGA-accelerated market data feeds for trading firms, with sub-microsecond latency and "
+        "kernel-bypass networking, plus 24/7 support from engineers in London and Singapore.",
+        "goat yoga on a farm",
+    ]
+    gen = DomainNameGenerator(adapter="v3", models_dir=ROOT / "models", safety=None)
+    assert gen.loaded.kernel == "nf4-dequantized-fp32"
+    batched = gen.generate(descriptions)
+    tok = gen.tokenizer
+    for description, ours in zip(descriptions, batched):
+        enc = tok(build_prompt(tok, description), return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = gen.model.generate(**enc, max_new_tokens=gen.config.max_new_tokens, do_sample=False, temperature=None,
+                                     top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
+        raw = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert raw.startswith(ours.raw), (description, raw, ours.raw)
+        assert [d for d, _ in ours.domains] == [d for d, _ in rank_domains(raw, description, gen.config.n)[0]]
