@@ -114,8 +114,9 @@ def decode(
         shared = 0
     if shared:
         prefix = torch.tensor([list(prompts[0][:shared])], device=device)
-        model(input_ids=prefix, use_cache=True, **{cache_arg: cache}, **keep_last)
-        cache.batch_repeat_interleave(rows)
+        with torch.inference_mode():
+            model(input_ids=prefix, use_cache=True, **{cache_arg: cache}, **keep_last)
+            cache.batch_repeat_interleave(rows)
 
     # Layout per row: [shared prefix][padding][own suffix]; padding is masked and never positioned.
     suffixes = [list(p[shared:]) for p in prompts]
