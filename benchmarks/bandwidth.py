@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from domain_eval.models import CPU_KERNELS
+
 from benchmarks.common import (
     adapter_paths,
     allowed_cases,
@@ -152,7 +154,7 @@ def summary(rows: Sequence[BandwidthRow], bandwidth: dict[int, float], note: str
     return "\n".join(lines)
 
 
-KERNELS = ("dequantized", "bnb", "none")
+KERNELS = (*CPU_KERNELS, "none")  # "none": the unquantised fp32 weights
 
 
 def measure(kernels: Sequence[str], adapter: str | None, n_batched: int, new_tokens: int, size_mb: int) -> tuple[list[BandwidthRow], dict[int, float]]:

@@ -86,6 +86,15 @@ def prompt_lengths(tokenizer: Any, descriptions: Sequence[str], n: int = 5) -> l
     return [len(tokenizer(build_prompt(tokenizer, d, n), add_special_tokens=False).input_ids) for d in descriptions]
 
 
+def new_text(tokenizer: Any, ids: Sequence[int]) -> tuple[str, int]:
+    """(text, token count) of tokens that ``model.generate`` produced, cut after end-of-turn
+    (generate pads rows that ended early), as DomainNameGenerator reports them."""
+    ids = list(ids)
+    if tokenizer.eos_token_id in ids:
+        ids = ids[: ids.index(tokenizer.eos_token_id) + 1]
+    return tokenizer.decode(ids, skip_special_tokens=True), len(ids)
+
+
 def warm_page_cache(adapters: Sequence[str]) -> None:
     """Read the base and adapter files once, so no measured run pays for the first disk read."""
     from domain_eval.models import DEFAULT_BASE, resolve_base

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from domain_eval.models import CPU_KERNELS
+
 from benchmarks.common import (
     QUICK_CASES,
     REPO,
@@ -32,6 +34,7 @@ from benchmarks.common import (
     describe_machine,
     allowed_cases,
     machine,
+    new_text,
     peak_rss_mb,
     pick_adapters,
     ratio,
@@ -68,10 +71,7 @@ def naive_generate(gen: Any, description: str, max_new_tokens: int) -> tuple[str
     with torch.inference_mode():
         out = gen.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
                                  top_p=None, top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    new = out[0, enc["input_ids"].shape[1]:].tolist()
-    if tok.eos_token_id in new:
-        new = new[: new.index(tok.eos_token_id) + 1]
-    return tok.decode(new, skip_special_tokens=True), len(new)
+    return new_text(tok, out[0, enc["input_ids"].shape[1]:].tolist())
 
 
 def run_worker(spec: Spec) -> dict[str, Any]:
@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--adapters", default=None, help="comma list (default: every trained one of v1, v2, v3)")
     parser.add_argument("--cases", type=int, default=None, help="number of cases (overrides the mode)")
     parser.add_argument("--quant", default="4bit", choices=["4bit", "none"], help="base precision for both ways")
-    parser.add_argument("--kernel", default="dequantized", choices=["dequantized", "bnb"],
+    parser.add_argument("--kernel", default="dequantized", choices=CPU_KERNELS,
                         help="how 4-bit weights are multiplied on CPU, both ways (default: dequantized, the library's)")
     parser.add_argument("--naive-bnb", action="store_true", help="also time naive on bitsandbytes' kernels (the original's)")
     parser.add_argument("--batch-size", type=int, default=64, help="ours: most prompts per batch (library default 64)")

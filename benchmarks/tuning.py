@@ -32,6 +32,7 @@ from benchmarks.common import (
     cores,
     describe_machine,
     machine,
+    new_text,
     prompt_lengths,
     ratio,
     setup_env,
@@ -97,10 +98,8 @@ def hf_generate(gen: Any, descriptions: Sequence[str], use_cache: bool = True) -
             out = gen.model.generate(**enc, max_new_tokens=gen.config.max_new_tokens, do_sample=False, temperature=None,
                                      top_p=None, top_k=None, pad_token_id=tok.pad_token_id, use_cache=use_cache)
         for i, row in zip(batch, out[:, enc["input_ids"].shape[1]:].tolist()):
-            if tok.eos_token_id in row:
-                row = row[: row.index(tok.eos_token_id) + 1]
-            text = tok.decode(row, skip_special_tokens=True)
-            results[i] = Generation(descriptions[i], text, rank_domains(text, descriptions[i], gen.config.n)[0], new_tokens=len(row))
+            text, count = new_text(tok, row)
+            results[i] = Generation(descriptions[i], text, rank_domains(text, descriptions[i], gen.config.n)[0], new_tokens=count)
     return results
 
 

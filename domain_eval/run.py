@@ -53,10 +53,12 @@ class EvalOptions:
             raise ValueError(f"--samples must be >= 1, got {self.samples}")
         if self.max_regression < 0:
             raise ValueError(f"--max-regression must be >= 0, got {self.max_regression}")
-        if self.quant not in ("4bit", "none"):
-            raise ValueError(f"--quant must be 4bit or none, got {self.quant!r}")
-        if self.cpu_kernel not in ("dequantized", "bnb"):
-            raise ValueError(f"--cpu-kernel must be dequantized or bnb, got {self.cpu_kernel!r}")
+        from domain_eval.models import CPU_KERNELS, QUANT_CHOICES  # cheap: no torch at import
+
+        if self.quant not in QUANT_CHOICES:
+            raise ValueError(f"--quant must be {' or '.join(QUANT_CHOICES)}, got {self.quant!r}")
+        if self.cpu_kernel not in CPU_KERNELS:
+            raise ValueError(f"--cpu-kernel must be {' or '.join(CPU_KERNELS)}, got {self.cpu_kernel!r}")
 
     def is_gated(self, model: str) -> bool:
         return self.gate_models is None or model in self.gate_models
@@ -173,6 +175,7 @@ class EvalRun:
         per_case: dict[str, list[Any]] = {c.id: [] for c in todo}
         descriptions = [c.description for c in todo]
         seeds: list[int | None] = [None] if self.options.samples == 1 else [self.options.seed + i for i in range(self.options.samples)]
+
         def on_batch(done: int, total: int) -> None:
             if done < total:  # a long silence otherwise: all of a model's cases come out at once
                 self._progress(f"  {model}: {done}/{total} generated ({time.perf_counter() - start:.0f} s)")
