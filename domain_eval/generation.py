@@ -121,11 +121,11 @@ def plan_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int, 
     return batches
 
 
-def _default_safety() -> Any | None:
-    try:
-        from domain_eval.safety import default_filter
-    except ImportError:
-        return None
+def _default_safety() -> Any:
+    # No try/except: generating without the safety filter because an import failed would
+    # silently hand out names the filter exists to stop.
+    from domain_eval.safety import default_filter
+
     return default_filter()
 
 
@@ -178,6 +178,17 @@ class DomainNameGenerator:
             key = str(name) if Path(str(name)).name == str(name) else path.name
             out[key] = path
         return out
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Attach one more adapter to the loaded base (it fails alone, leaving the others usable)."""
+        resolved = resolve_adapter(str(path), ".")
+        self.model = attach_adapters(self.loaded, {name: resolved})
+        self.adapter_paths[name] = resolved
+
+    def prompt_lengths(self, descriptions: Sequence[str], n: int | None = None) -> list[int]:
+        """Prompt tokens per description, as :meth:`generate` would build them."""
+        n = n or self.config.n
+        return [len(self.tokenizer(build_prompt(self.tokenizer, d, n), add_special_tokens=False).input_ids) for d in descriptions]
 
     @property
     def adapters(self) -> list[str]:

@@ -325,7 +325,7 @@ def load_base(
     progress: Callable[[str], None] | None = None,
     cpu_kernel: str = "dequantized",
 ) -> LoadedBase:
-    """Load tokenizer + model, 4-bit NF4 where bitsandbytes works, else full precision with a warning.
+    """Load tokenizer + model: 4-bit NF4 through bitsandbytes (an error when it cannot load), or full precision.
 
     ``cpu_kernel`` only matters for 4-bit inference on CPU; training always keeps ``Linear4bit``.
     """
@@ -349,10 +349,10 @@ def load_base(
             kwargs["device_map"] = {"": device}
             loaded_quant = "4bit"
         else:
-            msg = f"4-bit quantisation unavailable, loading full precision instead: {why}"
-            warnings.warn(msg, stacklevel=2)
-            print(f"warning: {msg}", file=sys.stderr)
-            notes.append(msg)
+            # Not a warning and a full-precision fallback: the scores would silently stop
+            # meaning what a 4-bit baseline measured.
+            raise ModelLoadError(f"4-bit quantisation needs bitsandbytes, which cannot load here ({why}). "
+                                 "Install it (pip install bitsandbytes) or pass --quant none.")
     local_only = _hf_offline() or Path(resolved.source).exists()
     if progress:
         progress(f"Loading {resolved.name} ({loaded_quant}) on {device}")
@@ -468,3 +468,85 @@ def attach_adapters(loaded: LoadedBase, adapters: dict[str, Path]) -> Any:
     model.eval()
     loaded.model = model
     return model
+
+
+# Bytes per element of the safetensors dtypes, to check each tensor's byte span against its shape.
+_SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the format's own limit
+
+
+def validate_adapter(path: Path) -> None:
+    """Raise :class:`ModelLoadError` naming the bad file if the adapter folder ``path`` is incomplete or corrupt.
+
+    Pure Python and fast: reads ``adapter_config.json`` and the safetensors header, and stats the
+    weights file; it never loads tensors (nor imports torch), so a truncated download fails here
+    with a clear message instead of deep inside peft.
+    """
+    path = Path(path)
+    config = path / "adapter_config.json"
+    if not config.is_file():
+        raise ModelLoadError(f"{config}: missing (not a LoRA adapter folder?)")
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelLoadError(f"{config}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ModelLoadError(f"{config}: not valid JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise ModelLoadError(f"{config}: expected a JSON object, got {type(parsed).__name__}")
+    weights = path / "adapter_model.safetensors"
+    if weights.is_file():
+        _validate_safetensors(weights)
+    elif not (path / "adapter_model.bin").is_file():
+        raise ModelLoadError(f"{weights}: missing (and no adapter_model.bin either)")
+
+
+def _validate_safetensors(weights: Path) -> None:
+    import struct
+
+    def bad(why: str) -> ModelLoadError:
+        return ModelLoadError(f"{weights}: truncated or corrupt safetensors file ({why}); re-download or retrain it")
+
+    try:
+        size = weights.stat().st_size
+        with open(weights, "rb") as fh:
+            prefix = fh.read(8)
+            if len(prefix) < 8:
+                raise bad(f"{size} bytes, shorter than the 8-byte header length")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > min(size - 8, _MAX_SAFETENSORS_HEADER):
+                raise bad(f"header length {header_len} exceeds the file's {size} bytes")
+            raw = fh.read(header_len)
+    except OSError as exc:
+        raise ModelLoadError(f"{weights}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
+        raise bad(f"header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    data_size = size - 8 - header_len
+    end_max = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise bad(f"tensor {name!r} has no valid data_offsets")
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_size:
+            raise bad(f"tensor {name!r} spans bytes {begin}..{end}, but the data holds {data_size}")
+        shape, itemsize = info.get("shape"), _SAFETENSORS_DTYPE_BYTES.get(info.get("dtype"))
+        if itemsize and isinstance(shape, list) and all(isinstance(d, int) for d in shape):
+            count = 1
+            for d in shape:
+                count *= d
+            if count * itemsize != end - begin:
+                raise bad(f"tensor {name!r} of shape {shape} needs {count * itemsize} bytes, has {end - begin}")
+        end_max = max(end_max, end)
+    if data_size != end_max:
+        raise bad(f"file is {size} bytes, expected {8 + header_len + end_max} from its header")

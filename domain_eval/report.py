@@ -25,6 +25,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from tabulate import tabulate
 
+from domain_eval.cases import CATEGORIES
+from domain_eval.judges.base import CRITERIA
+from domain_eval.scoring import SAFETY_FILTER, quote
 from domain_eval.stats import as_number, bootstrap_ci, mean_or_none
 
 __all__ = [
@@ -42,15 +45,14 @@ __all__ = [
     "write_report",
 ]
 
-CATEGORY_ORDER = ("normal", "short", "long", "technical", "unusual", "multilingual", "ambiguous", "unsafe")
-CRITERIA = ("relevance", "memorability", "brandability", "technical_quality", "creativity")
+CATEGORY_ORDER = CATEGORIES
 OVERALL = "overall"
 # Fields every row has, even a "missing" one; read_cases rejects files without them.
 REQUIRED_FIELDS = ("key", "category", "model", "outcome")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # report.md lists at most this many failures in full; cases.csv always has every row.
 _MAX_LISTED_FAILURES = 200
-_RATE_COLUMNS = frozenset({"valid_rate", "block_accuracy", "confidence"})
+_RATE_COLUMNS = frozenset({"yield", "distinct_names", "block_accuracy", "confidence"})
 
 Row = Mapping[str, Any]
 
@@ -81,8 +83,14 @@ def _ordered_models(rows: Iterable[Row]) -> list[str]:
     return sorted({str(r.get("model")) for r in rows}, key=_model_sort_key)
 
 
+def _model_rows(rows: Iterable[Row]) -> list[Row]:
+    """Rows that say something about a model: not the safety filter's own cases, not invalid files."""
+    return [r for r in rows if r.get("model") != SAFETY_FILTER and r.get("outcome") != "invalid"]
+
+
 def _groups(rows: Sequence[Row]) -> "OrderedDict[tuple[str, str], list[Row]]":
     """(category, model) -> rows, in table order, followed by one (overall, model) per model."""
+    rows = _model_rows(rows)
     buckets: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         buckets.setdefault((str(r.get("category")), str(r.get("model"))), []).append(r)
@@ -114,18 +122,20 @@ def _generated(row: Row) -> bool:
 def comparison_table(rows: Sequence[Row], seed: int = 0) -> list[dict[str, Any]]:
     """One dict per (category, model), then an ``overall`` dict per model.
 
-    score: mean of ``judge_mean`` over cases that have one, with a 95% bootstrap CI
-    (``ci_lo``/``ci_hi``); ``n_scored`` says how many cases that is. valid_rate and
-    confidence: means over non-blocked, non-missing cases. block_accuracy: mean of
-    ``block_correct`` over non-missing cases. errors: cases with judge errors or outcome
-    "error". Scores are rounded to 2 decimals, rates to 3.
+    score: mean slot score (:mod:`domain_eval.scoring`) over the cases that have one, with a
+    95% bootstrap CI (``ci_lo``/``ci_hi``); ``n_scored`` says how many cases that is (errors
+    and missing cases have none, and are counted in ``errors``/``missing``). quality: mean
+    judge score over valid domains only. yield, distinct_names, confidence: means over the
+    generated cases. unsafe_generated: names the model wrote that the output filter removed.
+    The safety filter's own cases (expected to be blocked) are not here: see
+    :func:`safety_table`. Scores are rounded to 2 decimals, rates to 3.
     """
     table: list[dict[str, Any]] = []
     for (cat, model), group in _groups(rows).items():
-        scores = [s for s in (as_number(r.get("judge_mean")) for r in group) if s is not None]
+        scores = [s for s in (as_number(r.get("score")) for r in group) if s is not None]
         ci = bootstrap_ci(scores, seed=seed)
-        block = [bool(r["block_correct"]) for r in group if not _is_missing(r) and isinstance(r.get("block_correct"), bool)]
         outcomes = [r.get("outcome") for r in group]
+        generated = [r for r in group if _generated(r) and r.get("samples") and r.get("outcome") != "error"]
         table.append(
             {
                 "category": cat,
@@ -135,16 +145,53 @@ def comparison_table(rows: Sequence[Row], seed: int = 0) -> list[dict[str, Any]]
                 "score": _round(ci[0], 2) if ci else None,
                 "ci_lo": _round(ci[1], 2) if ci else None,
                 "ci_hi": _round(ci[2], 2) if ci else None,
-                "valid_rate": _round(mean_or_none(r.get("valid_rate") for r in group if _generated(r)), 3),
-                "block_accuracy": _round(sum(block) / len(block), 3) if block else None,
-                "confidence": _round(mean_or_none(r.get("mean_confidence") for r in group if _generated(r)), 3),
-                "errors": sum(1 for r in group if (as_number(r.get("judge_errors")) or 0) > 0 or r.get("outcome") == "error"),
+                "quality": _round(mean_or_none(r.get("quality") for r in generated), 2),
+                "yield": _round(mean_or_none(r.get("yield") for r in generated), 3),
+                "distinct_names": _round(mean_or_none(r.get("distinct_names") for r in generated), 3),
+                "confidence": _round(mean_or_none(r.get("mean_confidence") for r in generated), 3),
+                "unsafe_generated": sum(int(as_number(r.get("unsafe_generated")) or 0) for r in generated),
+                "errors": outcomes.count("error"),
                 "missing": outcomes.count("missing"),
                 "passed": outcomes.count("passed"),
                 "failed": outcomes.count("failed"),
             }
         )
     return table
+
+
+def summary_table(table: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The columns worth a glance in a terminal."""
+    keep = ("category", "model", "n", "score", "ci_lo", "ci_hi", "quality", "yield", "distinct_names", "errors", "missing")
+    return [{k: t.get(k) for k in keep} for t in table]
+
+
+def safety_table(rows: Sequence[Row]) -> dict[str, Any]:
+    """The safety filter's accuracy on the cases, once (it is the same for every model).
+
+    blocked: cases that must be blocked, and how many were. allowed: distinct allowed cases,
+    and how many the filter wrongly blocked (each counted once, whatever the number of models).
+    """
+    must_block = [r for r in rows if r.get("model") == SAFETY_FILTER and isinstance(r.get("block_correct"), bool)]
+    allowed: dict[str, bool] = {}
+    for r in rows:
+        if r.get("expect") == "allowed" and isinstance(r.get("blocked"), bool):
+            allowed[str(r.get("case_id"))] = bool(r["blocked"])
+    return {
+        "must_block": len(must_block), "blocked": sum(1 for r in must_block if r["block_correct"]),
+        "allowed_cases": len(allowed), "wrongly_blocked": sum(allowed.values()),
+    }
+
+
+def safety_summary(rows: Sequence[Row]) -> str | None:
+    t = safety_table(rows)
+    if not t["must_block"] and not t["allowed_cases"]:
+        return None
+    parts = []
+    if t["must_block"]:
+        parts.append(f"blocked {t['blocked']}/{t['must_block']} cases that must be blocked")
+    if t["allowed_cases"]:
+        parts.append(f"wrongly blocked {t['wrongly_blocked']}/{t['allowed_cases']} allowed cases")
+    return "safety filter (the same for every model): " + ", ".join(parts)
 
 
 def criteria_table(rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -190,16 +237,13 @@ def format_table(table: Sequence[Mapping[str, Any]], fmt: str = "github") -> str
 def format_pivot(table: Sequence[Mapping[str, Any]], fmt: str = "github") -> str:
     """Wide view of a :func:`comparison_table`: rows = category, columns = model.
 
-    Cells read ``6.21 [5.90, 6.50]`` (score and 95% CI); where nothing was scored (unsafe)
-    the block accuracy is shown instead, and ``-`` when there is neither.
+    Cells read ``6.21 [5.90, 6.50]`` (slot score and 95% CI), ``-`` where nothing was scored.
     """
     models = sorted({str(t["model"]) for t in table}, key=_model_sort_key)
     cells: dict[str, dict[str, str]] = {}
     for t in table:
         if t.get("score") is not None:
             cell = f"{t['score']:.2f} [{t['ci_lo']:.2f}, {t['ci_hi']:.2f}]"
-        elif t.get("block_accuracy") is not None:
-            cell = f"blocked ok {t['block_accuracy']:.0%}"
         else:
             cell = "-"
         cells.setdefault(str(t["category"]), {})[str(t["model"])] = cell
@@ -282,9 +326,9 @@ def _flat_case(row: Row) -> dict[str, Any]:
     flat: dict[str, Any] = {
         k: row.get(k)
         for k in (
-            "key", "case_id", "category", "model", "expect", "outcome", "blocked", "block_correct",
-            "block_category", "judge_mean", "n_valid", "valid_rate", "mean_confidence", "judge_errors",
-            "min_score", "min_valid", "duration_s",
+            "key", "case_id", "category", "model", "expect", "outcome", "pytest_outcome", "blocked", "block_correct",
+            "block_category", "score", "quality", "yield", "distinct_names", "filled_slots", "mean_confidence",
+            "judge_errors", "unsafe_generated", "min_score", "min_valid", "duration_s",
         )
     }
     for name in CRITERIA:
@@ -299,12 +343,16 @@ def _flat_case(row: Row) -> dict[str, Any]:
 
 def _counts(rows: Sequence[Row]) -> dict[str, Any]:
     outcomes = [str(r.get("outcome")) for r in rows]
+    pytest_outcomes = [r.get("pytest_outcome") for r in rows if r.get("pytest_outcome")]
     return {
-        "cases": len(rows),
-        "scored": sum(1 for r in rows if as_number(r.get("judge_mean")) is not None),
+        "items": len(rows),
+        "scored": sum(1 for r in rows if as_number(r.get("score")) is not None),
         **{o: outcomes.count(o) for o in ("passed", "failed", "error", "missing")},
-        "models": _ordered_models(rows),
-        "categories": sorted({str(r.get("category")) for r in rows}, key=_category_sort_key),
+        "invalid_files": sum(1 for r in rows if r.get("outcome") == "invalid" and r.get("case_id") == "<invalid-file>"),
+        "invalid_items": outcomes.count("invalid"),
+        "pytest": {o: pytest_outcomes.count(o) for o in sorted(set(pytest_outcomes))},
+        "models": _ordered_models(_model_rows(rows)),
+        "categories": sorted({str(r.get("category")) for r in _model_rows(rows)}, key=_category_sort_key),
     }
 
 
@@ -312,9 +360,9 @@ def _counts(rows: Sequence[Row]) -> dict[str, Any]:
 
 
 def write_chart(table: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Grouped bars (x = category, one bar per model) of mean judge score with CI whiskers.
+    """Grouped bars (x = category, one bar per model) of mean slot score with CI whiskers.
 
-    "unsafe" is skipped (it is never generated, so never scored). Uses the Agg canvas on a
+    The safety filter's own cases are not in ``table`` (nothing is generated for them). Uses the Agg canvas on a
     bare ``Figure`` rather than pyplot: no global backend switch, no display needed, and
     nothing leaks between calls in a long-lived pytest process.
     """
@@ -322,7 +370,7 @@ def write_chart(table: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    entries = [t for t in table if t.get("category") != "unsafe"]
+    entries = list(table)
     cats = list(OrderedDict.fromkeys(str(t["category"]) for t in entries))
     models = sorted({str(t["model"]) for t in entries}, key=_model_sort_key)
     lookup = {(str(t["category"]), str(t["model"])): t for t in entries}
@@ -348,8 +396,8 @@ def write_chart(table: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
     ax.set_xticks(x)
     ax.set_xticklabels(cats, rotation=20, ha="right")
     ax.set_ylim(0, 10)
-    ax.set_ylabel("mean judge score (1-10)")
-    ax.set_title("Mean judge score by category and model (95% bootstrap CI)")
+    ax.set_ylabel("mean slot score (1-10; empty slot = 1)")
+    ax.set_title("Slot score by category and model (95% bootstrap CI)")
     ax.grid(axis="y", alpha=0.3)
     if models:
         # Outside the axes: bars reach 10, a legend inside would hide some of them.
@@ -378,13 +426,20 @@ def _domain_md(d: Mapping[str, Any]) -> str:
     return f"`{d['domain']}` ({note})"
 
 
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    number = as_number(value)
+    return "-" if number is None else format(number, spec)
+
+
 def _failure_block(row: Row) -> list[str]:
-    score = as_number(row.get("judge_mean"))
-    head = f"### `{row.get('key')}` ({row.get('category')}, {row.get('outcome')})"
-    lines = [head, "", f"> {_md_escape(row.get('description') or '')}", ""]
-    shown = "-" if score is None else f"{score:.2f}"
-    lines.append(f"- judge mean: {shown} (min {row.get('min_score', '-')}), valid rate: {row.get('valid_rate', '-')}, "
-                 f"blocked: {row.get('blocked')} (expect {row.get('expect')})")
+    shown = row.get("pytest_outcome") or row.get("outcome")
+    head = f"### `{row.get('key')}` ({row.get('category')}, {shown})"
+    lines = [head, "", f"> {_md_escape(quote(row.get('description') or ''))}", ""]
+    if row.get("samples"):
+        lines.append(f"- score: {_fmt(row.get('score'))} (min {_fmt(row.get('min_score'), 'g')}), quality {_fmt(row.get('quality'))}, "
+                     f"yield {_fmt(row.get('yield'), '.0%')}, distinct names {_fmt(row.get('distinct_names'), '.0%')}")
+    if row.get("expect") == "blocked" or row.get("blocked"):
+        lines.append(f"- blocked: {row.get('blocked')} (expect {row.get('expect')})")
     doms = _domains(row)
     if doms:
         lines.append("- domains: " + ", ".join(_domain_md(d) for d in doms))
@@ -402,33 +457,53 @@ def _meta_lines(run_meta: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _model_overview(comp: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("model", "n", "score", "ci_lo", "ci_hi", "quality", "yield", "distinct_names", "confidence", "unsafe_generated",
+            "errors", "missing")
+    return [{k: t.get(k) for k in keep} for t in comp if t.get("category") == OVERALL]
+
+
 def _report_md(rows: Sequence[Row], run_id: str, run_meta: Mapping[str, Any], comp: list[dict[str, Any]],
                crit: list[dict[str, Any]], chart_note: str | None) -> str:
     c = _counts(rows)
+    pytest_counts = ", ".join(f"{o} {n}" for o, n in c["pytest"].items()) or "-"
+    safety = safety_summary(rows)
     out = [f"# domain-eval report `{run_id}`", ""]
-    out += _meta_lines(run_meta)
     out += [
-        f"- **cases**: {c['cases']} ({c['scored']} scored) - passed {c['passed']}, failed {c['failed']}, "
-        f"error {c['error']}, missing {c['missing']}",
+        f"- **items**: {c['items']} ({c['scored']} scored); pytest: {pytest_counts}; missing {c['missing']}",
+        f"- **invalid case files**: {c['invalid_files']} ({c['invalid_items']} invalid item(s) in all)",
         f"- **models in results**: {', '.join(c['models']) or '-'}",
         "",
-        "## Mean judge score by category (95% bootstrap CI)",
+        "**score** is the mean over the n requested slots: the judge's score for each distinct valid name, "
+        "1 for each slot left empty (missing, invalid, repeated, unsafe or a TLD variant). **quality** is the judge's "
+        "mean over valid domains only; **yield** is valid distinct domains / n; **distinct_names** is distinct names / n.",
+        "",
+        "## Models",
+        "",
+        format_table(_model_overview(comp)),
+        "",
+        "## Slot score by category (95% bootstrap CI)",
         "",
         format_pivot(comp),
         "",
         "![chart](chart.png)" if chart_note is None else f"_chart unavailable: {_md_escape(chart_note)}_",
         "",
+        "## Safety filter",
+        "",
+        (safety or "no case tested the safety filter") + ". Unsafe names each model wrote (removed by the output "
+        "filter, each an empty slot) are in the `unsafe_generated` column.",
+        "",
         "## Comparison",
         "",
         format_table(comp),
         "",
-        "## Judge criteria (means)",
+        "## Judge criteria (means over valid domains)",
         "",
         format_table(crit),
         "",
     ]
-    failures = [r for r in rows if r.get("outcome") in ("failed", "error")]
-    out += [f"## Failures ({len(failures)})", ""]
+    failures = [r for r in rows if r.get("outcome") in ("failed", "error", "invalid")]
+    out += [f"## Failures, errors and invalid files ({len(failures)})", ""]
     for r in failures[:_MAX_LISTED_FAILURES]:
         out += _failure_block(r)
     if len(failures) > _MAX_LISTED_FAILURES:
@@ -437,7 +512,9 @@ def _report_md(rows: Sequence[Row], run_id: str, run_meta: Mapping[str, Any], co
         out += ["none", ""]
     missing = [r for r in rows if _is_missing(r)]
     out += [f"## Missing ({len(missing)})", ""]
-    out += [f"- `{r.get('nodeid') or r.get('key')}` (worker crashed; no result)" for r in missing] or ["none"]
+    out += [f"- `{r.get('nodeid') or r.get('key')}` ({'; '.join(r.get('failures') or []) or 'worker crashed; no result'})"
+            for r in missing] or ["none"]
+    out += ["", "## Run", ""] + _meta_lines(run_meta)
     return "\n".join(out) + "\n"
 
 

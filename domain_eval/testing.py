@@ -4,7 +4,9 @@ Real architecture, real tokenizer, real peft adapters: only the size is small (s
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
@@ -20,9 +22,25 @@ quantum computing research laboratory kubernetes cost optimisation gardening coa
 """ * 3
 
 
+@contextmanager
+def _isolated_torch(seed: int) -> Iterator[None]:
+    """Seeded, single-threaded, and leaving no trace: the tiny models come out the same whatever ran
+    before (thread count, RNG draws), and building them neither reseeds torch's global RNG nor
+    changes its thread count for the tests that run after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)  # tiny matrices: more threads only add contention
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+
 def build_tiny_llama(out_dir: str | Path, seed: int = 0, hidden_size: int = 64, layers: int = 2, pretrain_steps: int = 150) -> Path:
     """Write a random LlamaForCausalLM (+ ChatML BPE tokenizer) to ``out_dir`` and return it."""
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -42,16 +60,16 @@ def build_tiny_llama(out_dir: str | Path, seed: int = 0, hidden_size: int = 64, 
     )
     tok.chat_template = CHATML_TEMPLATE
     tok.save_pretrained(out)
-    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    if pretrain_steps:
-        _teach_domains(model, tok, pretrain_steps, lambda w: [f"{w}.com", f"get{w}.io", f"{w}hub.net"])
+    with _isolated_torch(seed):
+        model = LlamaForCausalLM(config)
+        model.generation_config.pad_token_id = tok.pad_token_id
+        if pretrain_steps:
+            _teach_domains(model, tok, pretrain_steps, lambda w: [f"{w}.com", f"get{w}.io", f"{w}hub.net"])
     model.save_pretrained(out, safe_serialization=True)
     return out
 
@@ -77,18 +95,13 @@ def _teach_domains(model, tok, steps: int, answer_for, lr: float = 1e-2, params=
     labels = torch.tensor([r[1] + [-100] * (width - len(r[1])) for r in rows])
     mask = torch.tensor([[1] * len(r[0]) + [0] * (width - len(r[0])) for r in rows])
     optim = torch.optim.Adam(params if params is not None else model.parameters(), lr=lr)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: more threads only add contention
-    try:
-        model.train()
-        for _ in range(steps):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            optim.step()
-            optim.zero_grad()
-        model.eval()
-    finally:
-        torch.set_num_threads(threads)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+    model.eval()
 
 
 def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 1, base_name: str | None = None) -> Path:
@@ -96,21 +109,18 @@ def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 1,
     (seed 1: ``WORDly.co`` names, seed 2: ``myWORD.org`` names), so adapters visibly differ."""
     import json
 
-    import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
-    peft_model = get_peft_model(
-        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
-    )
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     styles = {1: lambda w: [f"{w}ly.co", f"{w}ify.com"], 2: lambda w: [f"my{w}.org", f"{w}lab.io"]}
     style = styles.get(seed, lambda w: [f"{w}{seed}.com", f"the{w}.net"])
-    _teach_domains(peft_model, tok, 40, style, lr=1e-2, params=[p for p in peft_model.parameters() if p.requires_grad])
+    with _isolated_torch(seed):
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+        peft_model = get_peft_model(
+            model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
+        )
+        _teach_domains(peft_model, tok, 40, style, lr=1e-2, params=[p for p in peft_model.parameters() if p.requires_grad])
     out = Path(out_dir)
     peft_model.save_pretrained(out)
     (out / "training_meta.json").write_text(json.dumps({"base_model": base_name or str(Path(base_dir).resolve())}))

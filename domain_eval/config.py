@@ -1,0 +1,177 @@
+"""Evaluation options, parsed and checked before anything heavy loads.
+
+Every mistake a user can make on the command line or in the ini (an unknown model, a corrupt
+adapter, an unknown judge, a Groq judge without a key, a malformed number, a baseline that
+cannot be compared, the same file to read and to overwrite) is found here, all at once, and
+reported as one usage error naming the option. Nothing in this module imports torch.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+BASE = "base"
+ALL = "all"
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems; each line names the option or file."""
+
+    def __init__(self, problems: Iterable[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def parse_int(value: Any, option: str, minimum: int | None = None) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError([f"{option} must be an integer, got {value!r}"]) from None
+    if minimum is not None and number < minimum:
+        raise ConfigError([f"{option} must be >= {minimum}, got {number}"])
+    return number
+
+
+def parse_float(value: Any, option: str, minimum: float | None = None, maximum: float | None = None) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ConfigError([f"{option} must be a number, got {value!r}"]) from None
+    if not math.isfinite(number):
+        raise ConfigError([f"{option} must be a finite number, got {value!r}"])
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigError([f"{option} must be {bounds}, got {number:g}"])
+    return number
+
+
+@dataclass
+class EvalOptions:
+    """Every knob of an evaluation run; plain values so it serialises into run metadata.
+
+    models: adapter names in models_dir, adapter folders, or "base"; resolved from --model.
+    gate_models: models whose score thresholds fail the run; other models are reported
+        (their threshold misses show as xfail). Safety expectations are always enforced.
+    samples: generations per case; 1 means greedy decoding, more means seeded sampling
+        with seeds seed, seed+1, ...
+    max_prompt_tokens: longest prompt (system prompt + description) a case may have; None
+        means the model's context minus max_new_tokens.
+    """
+
+    models: list[str] = field(default_factory=list)
+    models_dir: str = "models"
+    base: str = "smollm2-135m"
+    quant: str = "4bit"
+    cpu_kernel: str = "dequantized"
+    judge: str = "heuristic"
+    judge_model: str | None = None
+    judge_cache: str | None = None
+    samples: int = 1
+    seed: int = 0
+    n: int = 5
+    batch_size: int = 64
+    max_new_tokens: int = 64
+    max_prompt_tokens: int | None = None
+    report_dir: str = "results"
+    baseline: str | None = None
+    write_baseline: str | None = None
+    max_regression: float = 0.5
+    max_yield_drop: float = 0.1
+    gate_models: list[str] | None = None  # None: every model is gated
+    safety_policies: list[str] = field(default_factory=list)
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        from domain_eval.models import CPU_KERNELS, QUANT_CHOICES  # cheap: no torch at import
+
+        problems = []
+        if self.samples < 1:
+            problems.append(f"--samples must be >= 1, got {self.samples}")
+        if not (math.isfinite(self.max_regression) and self.max_regression >= 0):
+            problems.append(f"--max-regression must be a finite number >= 0, got {self.max_regression}")
+        if not (math.isfinite(self.max_yield_drop) and 0 <= self.max_yield_drop <= 1):
+            problems.append(f"--max-yield-drop must be between 0 and 1, got {self.max_yield_drop}")
+        if self.quant not in QUANT_CHOICES:
+            problems.append(f"--quant must be {' or '.join(QUANT_CHOICES)}, got {self.quant!r}")
+        if self.cpu_kernel not in CPU_KERNELS:
+            problems.append(f"--cpu-kernel must be {' or '.join(CPU_KERNELS)}, got {self.cpu_kernel!r}")
+        if problems:
+            raise ConfigError(problems)
+
+    def is_gated(self, model: str) -> bool:
+        return self.gate_models is None or model in self.gate_models
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [None] if self.samples == 1 else [self.seed + i for i in range(self.samples)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_models(requested: Iterable[str], models_dir: str | Path) -> list[str]:
+    """Expand comma lists, 'all' and the default (every adapter in models_dir, else base)."""
+    from domain_eval.models import list_adapters
+
+    names: list[str] = []
+    for item in requested:
+        names.extend(n.strip() for n in str(item).split(",") if n.strip())
+    if not names:
+        names = list_adapters(models_dir) or [BASE]
+    out: list[str] = []
+    for name in names:
+        for expanded in (list_adapters(models_dir) if name == ALL else [name]):
+            if expanded not in out:
+                out.append(expanded)
+    return out
+
+
+def model_label(name: str) -> str:
+    """The id used in test ids and tables: a folder path becomes its folder name."""
+    return Path(name).name if os.sep in name or "/" in name else name
+
+
+def check_models(options: EvalOptions) -> list[str]:
+    """Every requested adapter exists, is intact and was trained on the requested base."""
+    from domain_eval.models import ModelLoadError, adapter_base_name, canonical_base_name, resolve_adapter, validate_adapter
+
+    problems = []
+    labels: dict[str, str] = {}
+    for model in options.models:
+        if model == BASE:
+            continue
+        label = model_label(model)
+        if label in labels:
+            problems.append(f"--model: {model!r} and {labels[label]!r} would both be called {label!r}")
+        labels[label] = model
+        try:
+            path = resolve_adapter(model, options.models_dir)
+            validate_adapter(path)
+            recorded = adapter_base_name(path)
+        except ModelLoadError as exc:
+            problems.append(f"--model {model}: {exc}")
+            continue
+        except (OSError, ValueError) as exc:
+            problems.append(f"--model {model}: cannot read its metadata ({exc})")
+            continue
+        if recorded and canonical_base_name(recorded) != canonical_base_name(options.base):
+            problems.append(f"--model {model}: adapter {path} was trained on base {recorded!r}, "
+                            f"but --base is {options.base!r}; pass --base {recorded}")
+    return problems
+
+
+def check_report_paths(options: EvalOptions) -> list[str]:
+    problems = []
+    if options.write_baseline:
+        out = Path(options.write_baseline)
+        if options.baseline and out.resolve() == Path(options.baseline).resolve():
+            problems.append(f"--write-baseline {out} is the --baseline being gated against: the run would overwrite "
+                            "the baseline it is compared with. Write to another file, then replace it after review")
+        elif out.is_dir():
+            problems.append(f"--write-baseline {out} is a directory; give a file path such as {out / 'baseline.json'}")
+        elif out.parent.exists() and not out.parent.is_dir():
+            problems.append(f"--write-baseline {out}: {out.parent} is not a directory")
+    return problems
