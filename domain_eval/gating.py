@@ -77,6 +77,12 @@ def _scored(rows: Sequence[Row]) -> list[tuple[str, Row, float]]:
     return out
 
 
+def failed_in_baseline(baseline: Mapping[str, Any] | None, key: str) -> bool:
+    """The case missed its thresholds in the baseline too: a known failure, not a regression."""
+    entry = (baseline or {}).get("cases", {}).get(key)
+    return isinstance(entry, Mapping) and entry.get("passed") is False
+
+
 def incompatibilities(baseline_compat: Mapping[str, Any], current: Mapping[str, Any], *, partial: bool = False) -> list[str]:
     """One line per field that differs. ``partial``: before the run, when what only loading
     reveals (kernel, base hash) is still None, skip those fields instead of comparing them."""
@@ -101,7 +107,8 @@ def write_baseline(rows: Sequence[Row], path: str | os.PathLike[str], compat: Ma
     if dups:
         raise ValueError(f"cannot write baseline: duplicate case keys {', '.join(dups[:5])}")
     cases = {
-        k: {"category": r.get("category"), "model": r.get("model"), "score": round(s, 4), "yield": as_number(r.get("yield"))}
+        k: {"category": r.get("category"), "model": r.get("model"), "score": round(s, 4), "yield": as_number(r.get("yield")),
+            "passed": r.get("outcome") == "passed"}
         for k, r, s in scored
     }
     doc = {"version": BASELINE_VERSION, "compat": {k: compat.get(k) for k in COMPAT_FIELDS}, "meta": dict(meta or {}),

@@ -29,6 +29,7 @@ from domain_eval.session import ITEM_ID, RESULT_PROPERTY, EvalSession
 
 RUN_KEY = pytest.StashKey["Any"]()
 SESSION_KEY = pytest.StashKey[EvalSession]()
+BASELINE_KEY = pytest.StashKey["dict | None"]()
 _OWNERS_KEY = pytest.StashKey[dict]()  # case id -> file that defined it first
 _CASE_FILE_MARKER = re.compile(r"^cases\s*:", re.MULTILINE)
 
@@ -53,8 +54,8 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--safety-policy", "domain_eval_safety_policies", "args", [], "extra safety policy YAML (repeatable)."),
 ]
 _INI_ONLY: list[tuple[str, str, Any, str]] = [
-    ("domain_eval_min_score", "string", "4.0", "min slot score (1-10) when neither case nor file sets one"),
-    ("domain_eval_min_valid", "string", "2", "min distinct valid names when neither case nor file sets one"),
+    ("domain_eval_min_score", "string", str(CaseDefaults.min_score), "min slot score (1-10) when neither case nor file sets one"),
+    ("domain_eval_min_valid", "string", str(CaseDefaults.min_valid), "min distinct valid names when neither case nor file sets one"),
     ("domain_eval_max_prompt_tokens", "string", "auto", "longest prompt a case may have; auto = the model's context minus max_new_tokens"),
     ("domain_eval_batch_size", "string", "64", "most prompts per generation batch (long prompts go in smaller ones)"),
     ("domain_eval_max_new_tokens", "string", "64", "max generated tokens per case"),
@@ -217,6 +218,7 @@ def pytest_configure(config: pytest.Config) -> None:
             _prefer_file_scheduling(config)
     run = EvalRun(options, judge, progress=session.progress if session else None)
     config.stash[RUN_KEY] = run
+    config.stash[BASELINE_KEY] = baseline
     if session is not None:
         session.local_output = run.worker_output  # used when no xdist workers ran
 
@@ -321,6 +323,11 @@ class CaseItem(pytest.Item):
         known = self.case.known_failure(self.model)
         if known:
             pytest.xfail(f"known failure ({self.case.path}: xfail.{self.model}): {known}\n{message}")
+        from domain_eval.gating import failed_in_baseline
+
+        if result.threshold_only and failed_in_baseline(self.config.stash.get(BASELINE_KEY, None), result.key):
+            # A ratchet: misses the baseline already had are reported, new ones fail the run.
+            pytest.xfail(f"below threshold, as in the baseline; only new misses fail\n{message}")
         raise CaseFailure(message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -343,7 +350,8 @@ class InvalidCaseItem(pytest.Item):
         self.error = error
 
     def setup(self) -> None:
-        row = CaseResult(key=self.nodeid, case_id=self.error.case_id or "<invalid-file>", category="(invalid case file)",
+        case_id = "<invalid-file>" if self.name == "<invalid-file>" else (self.error.case_id or self.name)
+        row = CaseResult(key=self.nodeid, case_id=case_id, category="(invalid case file)",
                          model="-", description=None, expect=None, outcome="invalid", failures=[str(self.error)],
                          nodeid=self.nodeid)
         self.user_properties.append((RESULT_PROPERTY, json.dumps(row.to_dict(), ensure_ascii=False, sort_keys=True)))

@@ -197,7 +197,7 @@ def test_invalid_case_files_are_errors_counted_in_the_report(project: pytest.Pyt
     (cases / "zdupe.yaml").write_text("cases:\n  - {id: g-law, description: more law}\n")
     result = project.runpytest_subprocess("--model", "base", "-k", "not normal and not multilingual", *XDIST_MODES[mode])
     result.assert_outcomes(passed=2, errors=4)
-    for line in ("*empty.yaml: expected a mapping with a 'cases' list*", "*typo.yaml: unknown top-level key(s) ['case']*",
+    for line in ("*empty.yaml: expected a mapping with a 'cases' list*", "*typo.yaml field 'case': unknown top-level key(s)*",
                  "*broken.yaml case 'b1' field 'colour': unknown field(s)*",
                  "*zdupe.yaml case 'g-law' field 'id': duplicate id, already defined in *normal.yaml*"):
         result.stdout.fnmatch_lines([line])
@@ -217,9 +217,9 @@ def test_yaml_outside_case_directories_is_left_alone(project: pytest.Pytester) -
 @pytest.mark.parametrize("mode", MODES)
 def test_description_over_the_prompt_limit_is_an_error(project: pytest.Pytester, mode: str) -> None:
     words = " ".join(f"word{i}" for i in range(3000))
-    (project.path / "cases" / "long.yaml").write_text(f"cases:\n  - id: l-huge\n    description: \"{words}\"\n  - {{id: l-fine, description: law business}}\n")
+    (project.path / "cases" / "long.yaml").write_text(f"defaults: {{min_valid: 2, min_score: 3.0}}\ncases:\n  - id: l-huge\n    description: \"{words}\"\n  - {{id: l-fine, description: law business}}\n")
     ini = project.path / "tox.ini"
-    ini.write_text(ini.read_text() + "domain_eval_max_prompt_tokens = 200\n")
+    ini.write_text(ini.read_text().rstrip("\n") + "\ndomain_eval_max_prompt_tokens = 200\n")
     result = project.runpytest_subprocess("--model", "base", "-k", "l-", *XDIST_MODES[mode])
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*l-huge[[]base[]]*description too long: its prompt is * tokens, over the limit of 200*"])
@@ -254,6 +254,23 @@ def test_baseline_gate_passes_then_fails_on_a_drop(project: pytest.Pytester, mod
     result = project.runpytest_subprocess(*args, "--baseline", str(baseline))
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*REGRESSION yield normal [[]base[]]*"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_misses_already_in_the_baseline_are_known_and_new_ones_fail(project: pytest.Pytester, mode: str) -> None:
+    baseline = project.path / "baseline.json"
+    args = ["--model", "a1", "--gate-model", "a1", "-k", "g-law", *XDIST_MODES[mode]]
+    assert project.runpytest_subprocess(*args, "--write-baseline", str(baseline)).ret == 1  # a1 misses its thresholds
+    data = json.loads(baseline.read_text())
+    assert data["cases"]["g-law[a1]"]["passed"] is False
+    result = project.runpytest_subprocess(*args, "--baseline", str(baseline))
+    result.assert_outcomes(xfailed=1)
+    assert result.ret == 0
+    data["cases"]["g-law[a1]"]["passed"] = True  # had the baseline met them, the same miss is new
+    baseline.write_text(json.dumps(data))
+    result = project.runpytest_subprocess(*args, "--baseline", str(baseline))
+    result.assert_outcomes(failed=1)
+    assert result.ret == 1
 
 
 def test_same_file_for_baseline_and_write_baseline_is_refused(project: pytest.Pytester) -> None:
