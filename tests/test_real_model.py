@@ -53,7 +53,7 @@ def test_plugin_on_embedded_model_with_shipped_adapter(pytester: pytest.Pytester
     shutil.copytree(ROOT / "models" / "v3", pytester.path / "models" / "v3")
     (pytester.path / "cases").mkdir()
     (pytester.path / "cases" / "normal.yaml").write_text(
-        "defaults: {min_score: 3.0}\ncases:\n"
+        "cases:\n"
         "  - {id: e2e-bakery, description: family bakery famous for sourdough and cinnamon rolls}\n"
         "  - {id: e2e-bike, description: mobile bicycle repair service that comes to your office}\n"
     )
@@ -62,10 +62,15 @@ def test_plugin_on_embedded_model_with_shipped_adapter(pytester: pytest.Pytester
     )
     pytester.makeini("[pytest]\ntestpaths = cases\n")
     result = pytester.runpytest_subprocess("--model", "v3", "-p", "no:randomly")
-    result.assert_outcomes(passed=3)
-    rows = [json.loads(line) for line in (pytester.path / "results" / "latest" / "cases.jsonl").read_text().splitlines()]
-    scored = [r for r in rows if r["judge_mean"] is not None]
-    assert len(scored) == 2 and all(r["n_valid"] >= 1 for r in scored)
+    rows = {r["key"]: r for r in (json.loads(line) for line in (pytester.path / "results" / "latest" / "cases.jsonl").read_text().splitlines())}
+    assert rows["e2e-casino[safety-filter]"]["outcome"] == "passed"
+    scored = [r for r in rows.values() if r["model"] == "v3"]
+    assert len(scored) == 2 and all(r["yield"] > 0 and 1.0 < r["score"] <= r["quality"] for r in scored)
+    # The default thresholds decide, and pytest reports exactly what the rows say.
+    for r in scored:
+        assert (r["outcome"] == "passed") == (r["score"] >= 3.0 and r["filled_slots"] >= 2)
+    passed = sum(r["outcome"] == "passed" for r in rows.values())
+    result.assert_outcomes(passed=passed, failed=len(rows) - passed)
 
 
 @pytest.mark.slow

@@ -422,7 +422,7 @@ def test_baseline_roundtrip_only_scored_rows(tmp_path: Path) -> None:
     assert expected == {"a[v1]", "b[v1]", "a[v2]", "q[v2]", "z[v1]", "k[v1]"}
     assert set(doc["cases"]) == expected
     assert list(doc["cases"]) == sorted(expected)
-    assert doc["cases"]["a[v1]"] == {"category": "normal", "model": "v1", "score": 6.0, "yield": 1.0}
+    assert doc["cases"]["a[v1]"] == {"category": "normal", "model": "v1", "score": 6.0, "yield": 1.0, "passed": True}
     assert load_baseline(path) == doc
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # atomic: no temp leftovers
 
