@@ -13,10 +13,8 @@ finding about the model.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -403,7 +403,7 @@ def test_api_key_never_appears_in_output_logs_results_or_cache(api_key, tmp_path
     caplog.set_level(logging.DEBUG)  # groq, httpx and httpcore debug logging included
     cache = tmp_path / "judge-cache.sqlite"
     responses = [
-        error_response(429, f"rate limited", headers={"retry-after": "0"}),
+        error_response(429, "rate limited", headers={"retry-after": "0"}),
         error_response(500, "oops", type="internal_server_error"),
         chat_completion("not json"),
         good(7),
