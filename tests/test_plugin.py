@@ -222,7 +222,8 @@ def test_description_over_the_prompt_limit_is_an_error(project: pytest.Pytester,
     ini.write_text(ini.read_text().rstrip("\n") + "\ndomain_eval_max_prompt_tokens = 200\n")
     result = project.runpytest_subprocess("--model", "base", "-k", "l-", *XDIST_MODES[mode])
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*l-huge[[]base[]]*description too long: its prompt is * tokens, over the limit of 200*"])
+    result.stdout.fnmatch_lines(["*l-huge[[]base[]] (long): word0 word1 *characters in all)",
+                                 "*description too long: its prompt is * tokens, over the limit of 200*"])
     assert "word2999" not in result.stdout.str()  # the description is quoted briefly
 
 
