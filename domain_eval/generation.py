@@ -179,9 +179,10 @@ class DomainNameGenerator:
             out[key] = path
         return out
 
-    def add_adapter(self, name: str, path: str | Path) -> None:
-        """Attach one more adapter to the loaded base (it fails alone, leaving the others usable)."""
-        resolved = resolve_adapter(str(path), ".")
+    def add_adapter(self, name: str, adapter: str | Path, models_dir: str | Path = "models") -> None:
+        """Attach one more adapter (a name in ``models_dir`` or a folder) to the loaded base; it
+        fails alone, leaving the others usable."""
+        resolved = resolve_adapter(str(adapter), models_dir)
         self.model = attach_adapters(self.loaded, {name: resolved})
         self.adapter_paths[name] = resolved
 

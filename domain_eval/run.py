@@ -53,6 +53,7 @@ class EvalRun:
         self._base_error: str | None = None
         self._adapter_errors: dict[str, str] = {}
         self._safety: Any = None
+        self._verdicts: dict[str, Any] = {}
         self.generations: dict[tuple[str, str], list[Any]] = {}
         self.case_errors: dict[tuple[str, str], str] = {}
         self.batch_stats: list[GenerationBatchStats] = []
@@ -67,12 +68,18 @@ class EvalRun:
             self._safety = SafetyFilter(extra_policies=self.options.safety_policies) if self.options.safety_policies else default_filter()
         return self._safety
 
+    def verdict(self, description: str) -> Any:
+        """The safety filter's verdict, once per description (the batch filter and each item ask)."""
+        if description not in self._verdicts:
+            self._verdicts[description] = self.safety.check(description)
+        return self._verdicts[description]
+
     # ------------------------------------------------------------------ models, loaded once
     def _load(self) -> Any:
         if self._generator is not None or self._base_error is not None:
             return self._generator
         from domain_eval.generation import DomainNameGenerator, GenerationConfig
-        from domain_eval.models import adapter_hash, configure_threads, resolve_adapter
+        from domain_eval.models import adapter_hash, configure_threads
 
         configure_threads()
         start = time.perf_counter()
@@ -91,9 +98,8 @@ class EvalRun:
             return None
         for label, spec in adapters.items():
             try:
-                path = resolve_adapter(spec, self.options.models_dir)
-                gen.add_adapter(label, path)
-                self.adapter_hashes[label] = adapter_hash(path)
+                gen.add_adapter(label, spec, self.options.models_dir)
+                self.adapter_hashes[label] = adapter_hash(gen.adapter_paths[label])
             except Exception as exc:  # noqa: BLE001 - this model's items error; the others run
                 self._adapter_errors[label] = f"adapter {label!r} could not be loaded: {_short(exc)}"
                 self._progress(self._adapter_errors[label])
@@ -117,7 +123,7 @@ class EvalRun:
     def ensure_generated(self, model: str, cases: list[Case]) -> None:
         """Generate, in batches, for every case of ``cases`` not generated yet for ``model``."""
         todo = [c for c in cases if c.expect == "allowed" and (model, c.id) not in self.generations
-                and (model, c.id) not in self.case_errors and not self.safety.check(c.description).blocked]
+                and (model, c.id) not in self.case_errors and not self.verdict(c.description).blocked]
         if not todo or self.model_error(model):
             return
         gen = self._generator
@@ -155,7 +161,7 @@ class EvalRun:
     def evaluate(self, case: Case, model: str, batch: Callable[[], list[Case]]) -> CaseResult:
         """Generate (with its batch) and judge one case, and return its verdict."""
         start = time.perf_counter()
-        verdict = self.safety.check(case.description)
+        verdict = self.verdict(case.description)
         safety = SafetyCheck(verdict.blocked, verdict.reason, verdict.category)
         gated = self.options.is_gated(model)
         common = dict(n=self.options.n, safety=safety, gated=gated)

@@ -157,7 +157,8 @@ class EvalSession:
             return json.loads(identities.pop())
         return self.judge if not identities else {"name": "mixed", "version": sorted(identities), "model": None}
 
-    def run_meta(self, outputs: list[dict[str, Any]], compat: dict[str, Any]) -> dict[str, Any]:
+    def run_meta(self, outputs: list[dict[str, Any]], compat: dict[str, Any], loaded: dict[str, Any],
+                 judge: dict[str, Any]) -> dict[str, Any]:
         per_model: dict[str, dict[str, float]] = {}
         hashes: dict[str, str] = {}
         model_errors: dict[str, str] = {}
@@ -180,8 +181,8 @@ class EvalSession:
             "compat": compat,
             "options": self.options.to_dict(),
             "models": {m: {"adapter_sha256": hashes.get(m)} for m in models},
-            "loaded": self._loaded(outputs),
-            "judge": {**self._judge_used(outputs), "stats": [o["judge_stats"] for o in outputs if o.get("judge_stats")]},
+            "loaded": loaded,
+            "judge": {**judge, "stats": [o["judge_stats"] for o in outputs if o.get("judge_stats")]},
             "seeds": [s if s is not None else "greedy" for s in self.options.seeds],
             "per_model": per_model,
             "model_errors": model_errors,
@@ -219,8 +220,9 @@ class EvalSession:
         rows = list(self.rows.values())
         self.table = report.comparison_table(rows)
         outputs = self._outputs()
-        compat = compat_of(self.options, self._judge_used(outputs), self._loaded(outputs))
-        meta = self.run_meta(outputs, compat)
+        loaded, judge = self._loaded(outputs), self._judge_used(outputs)
+        compat = compat_of(self.options, judge, loaded)
+        meta = self.run_meta(outputs, compat, loaded, judge)
         if self.options.report:
             try:
                 self.run_dir = report.write_report(rows, self.options.report_dir, meta)
