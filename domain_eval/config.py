@@ -25,6 +25,9 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+SAFETY_CHOICES = ("local", "groq")
+
+
 def parse_int(value: Any, option: str, minimum: int | None = None) -> int:
     try:
         number = int(str(value).strip())
@@ -82,6 +85,8 @@ class EvalOptions:
     max_yield_drop: float = 0.1
     gate_models: list[str] | None = None  # None: every model is gated
     safety_policies: list[str] = field(default_factory=list)
+    safety: str = "local"  # "local" (rules + classifier) or "groq" (local, then LLM moderation)
+    safety_model: str | None = None
     report: bool = True
 
     def __post_init__(self) -> None:
@@ -96,6 +101,8 @@ class EvalOptions:
             problems.append(f"--max-yield-drop must be between 0 and 1, got {self.max_yield_drop}")
         if self.quant not in QUANT_CHOICES:
             problems.append(f"--quant must be {' or '.join(QUANT_CHOICES)}, got {self.quant!r}")
+        if self.safety not in SAFETY_CHOICES:
+            problems.append(f"--safety must be {' or '.join(SAFETY_CHOICES)}, got {self.safety!r}")
         if self.cpu_kernel not in CPU_KERNELS:
             problems.append(f"--cpu-kernel must be {' or '.join(CPU_KERNELS)}, got {self.cpu_kernel!r}")
         if problems:
@@ -110,6 +117,21 @@ class EvalOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def make_safety_filter(options: EvalOptions) -> Any:
+    """The run's safety filter: policy rules + the shipped classifier, plus LLM moderation with
+    ``--safety groq``. Raises PolicyError / ClassifierError / ModerationError on bad setup."""
+    from domain_eval.safety import SafetyFilter, default_filter
+
+    if options.safety == "groq":
+        from domain_eval.safety_llm import GroqModerator
+
+        categories = default_filter(options.safety_policies).categories
+        moderator = GroqModerator(categories, options.safety_model)
+        moderator.require_api_key()
+        return SafetyFilter(extra_policies=options.safety_policies, moderator=moderator)
+    return default_filter(options.safety_policies)
 
 
 def resolve_models(requested: Iterable[str], models_dir: str | Path) -> list[str]:

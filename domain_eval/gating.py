@@ -41,7 +41,7 @@ __all__ = ["BASELINE_VERSION", "COMPAT_FIELDS", "BaselineError", "GateResult", "
 BASELINE_VERSION = 2
 #: What a score depends on. A baseline and a run that differ in any of these are not compared.
 COMPAT_FIELDS = ("scoring_version", "judge", "judge_version", "judge_model", "base", "base_sha256", "quant",
-                 "kernel", "n", "samples", "seed", "max_new_tokens")
+                 "kernel", "n", "samples", "seed", "max_new_tokens", "safety")
 METRICS = ("score", "yield")
 
 Row = Mapping[str, Any]

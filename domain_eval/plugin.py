@@ -50,6 +50,8 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--write-baseline", "domain_eval_write_baseline", "string", None, "write this run's per-case scores as a baseline JSON."),
     ("--gate-model", "domain_eval_gate_models", "args", None, "models whose score thresholds fail the run (comma list, repeatable); others are reported as xfail. Default: all."),
     ("--safety-policy", "domain_eval_safety_policies", "args", [], "extra safety policy YAML (repeatable)."),
+    ("--safety", "domain_eval_safety", "string", "local", "safety layers: local (policy rules, then the shipped classifier) or groq (local, then an LLM moderation model; needs GROQ_API_KEY, and a failed request is a case error)."),
+    ("--safety-model", "domain_eval_safety_model", "string", None, "moderation model for --safety groq (default: meta-llama/llama-guard-4-12b)."),
 ]
 _INI_ONLY: list[tuple[str, str, Any, str]] = [
     ("domain_eval_min_score", "string", str(CaseDefaults.min_score), "min slot score (1-10) when neither case nor file sets one"),
@@ -149,6 +151,8 @@ def build_options(config: pytest.Config) -> EvalOptions:
         write_baseline=get("--write-baseline", "domain_eval_write_baseline") or None,
         gate_models=gate_models,
         safety_policies=_comma_list(get("--safety-policy", "domain_eval_safety_policies")),
+        safety=get("--safety", "domain_eval_safety"),
+        safety_model=get("--safety-model", "domain_eval_safety_model") or None,
         report=not config.getoption("domain_eval_no_report"),
         **values,
     )
@@ -165,6 +169,21 @@ def _make_judge(config: pytest.Config, options: EvalOptions) -> Any:
     return make_judge(options.judge, model=options.judge_model, cache_path=options.judge_cache)
 
 
+def _check_safety(options: EvalOptions) -> list[str]:
+    from domain_eval.config import make_safety_filter
+    from domain_eval.safety import PolicyError
+    from domain_eval.safety_llm import ModerationError
+    from domain_eval.safety_model import ClassifierError
+
+    try:
+        make_safety_filter(options)
+    except PolicyError as exc:
+        return [f"--safety-policy: {exc}"]
+    except (ClassifierError, ModerationError) as exc:
+        return [f"--safety {options.safety}: {exc}"]
+    return []
+
+
 def _preflight(config: pytest.Config) -> tuple[EvalOptions, Any, dict | None]:
     """Options, judge and baseline, or one usage error listing every problem: before any model loads."""
     from domain_eval import gating
@@ -175,6 +194,7 @@ def _preflight(config: pytest.Config) -> tuple[EvalOptions, Any, dict | None]:
 
     options = build_options(config)
     problems = check_models(options) + check_report_paths(options)
+    problems += _check_safety(options)
     judge = None
     try:
         judge = _make_judge(config, options)

@@ -63,9 +63,9 @@ class EvalRun:
     @property
     def safety(self) -> Any:
         if self._safety is None:
-            from domain_eval.safety import SafetyFilter, default_filter
+            from domain_eval.config import make_safety_filter
 
-            self._safety = SafetyFilter(extra_policies=self.options.safety_policies) if self.options.safety_policies else default_filter()
+            self._safety = make_safety_filter(self.options)
         return self._safety
 
     def verdict(self, description: str) -> Any:

@@ -29,6 +29,7 @@ import argparse
 import bisect
 import dataclasses
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -37,9 +38,13 @@ import sys
 import unicodedata
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import yaml
+
+if TYPE_CHECKING:
+    from domain_eval.safety_llm import Moderator
+    from domain_eval.safety_model import SafetyClassifier
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -105,31 +110,44 @@ def strip_accents(text: str) -> str:
     return unicodedata.normalize("NFC", "".join(c for c in decomposed if not unicodedata.combining(c)))
 
 
-# Lower-case Cyrillic and Greek letters that render like Latin ones (input is casefolded
-# first, so upper-case forms need no entry), plus a few Latin look-alikes.
-_HOMOGLYPHS = {
-    # Cyrillic
-    "а": "a", "в": "b", "е": "e", "ё": "e", "ѐ": "e", "є": "e", "з": "3", "и": "u", "і": "i",
-    "ї": "i", "ј": "j", "к": "k", "м": "m", "н": "h", "о": "o", "п": "n", "р": "p", "с": "c",
-    "т": "t", "у": "y", "ў": "y", "х": "x", "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ѡ": "w",
-    "ӏ": "l", "һ": "h", "ь": "b", "ү": "y", "ɡ": "g", "ց": "g", "ո": "n", "օ": "o", "ս": "u",
-    # Greek
-    "α": "a", "β": "b", "γ": "y", "ε": "e", "ζ": "z", "η": "n", "ι": "i", "κ": "k", "μ": "u",
-    "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c", "ϳ": "j",
+# Look-alike letters come from Unicode's confusables table, through the maintained
+# ``confusable_homoglyphs`` package: every non-ASCII letter it lists as confusable with a
+# single ASCII letter or digit (upper-case entries also give their casefolded form, since
+# input is casefolded first). Unicode lists only *visual identity*, so it lacks lower-case
+# forms that merely look alike in common fonts ("и" for u, "п" for n, Greek "ν" for v) and
+# small capitals; this supplement adds those, and wins where the two disagree.
+_HOMOGLYPH_SUPPLEMENT = {
+    "ё": "e", "ѐ": "e", "є": "e", "з": "3", "и": "u", "ї": "i", "п": "n", "ў": "y", "ӏ": "l", "ь": "b",
+    "в": "b", "к": "k", "м": "m", "н": "h", "т": "t",
+    "β": "b", "ε": "e", "ζ": "z", "η": "n", "κ": "k", "μ": "u", "ν": "v", "τ": "t", "χ": "x", "ω": "w",
     "ά": "a", "έ": "e", "ή": "n", "ί": "i", "ό": "o", "ύ": "u", "ώ": "w",
-    # Latin look-alikes that NFKC keeps
-    "ı": "i", "ɑ": "a", "ɩ": "i", "ʟ": "l", "ɴ": "n", "ʀ": "r", "ꜱ": "s", "ᴀ": "a", "ᴄ": "c",
-    "ᴅ": "d", "ᴇ": "e", "ᴋ": "k", "ᴍ": "m", "ᴏ": "o", "ᴘ": "p", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v",
-    "ᴡ": "w", "ᴢ": "z", "ß": "ss",
+    "ʟ": "l", "ɴ": "n", "ʀ": "r", "ᴀ": "a", "ᴅ": "d", "ᴇ": "e", "ᴋ": "k", "ᴍ": "m", "ᴘ": "p", "ᴛ": "t",
+    "ß": "ss",
 }
 # "з" -> "3" lets the leet step turn it into "e" (it is used for "e"/"3"); harmless elsewhere.
-_HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
-_HOMOGLYPH_CHARS = frozenset(_HOMOGLYPHS)
-# A word (maximal run of letters/digits) that contains at least one look-alike; the
-# lookahead only runs at word starts, so this stays linear in the text length.
-_HOMOGLYPH_WORD = re.compile(
-    r"(?<![^\W_])(?=[^\W_]*[" + re.escape("".join(_HOMOGLYPHS)) + r"])[^\W_]+"
-)
+
+
+@functools.lru_cache(maxsize=1)
+def _homoglyph_table() -> tuple[dict[int, str], frozenset[str], re.Pattern[str]]:
+    """(str.translate table, look-alike characters, regex of words containing one)."""
+    from confusable_homoglyphs import confusables  # a declared dependency; loaded on first use
+
+    table: dict[str, str] = {}
+    for char, glyphs in confusables.confusables_data.items():
+        if len(char) != 1 or char.isascii() or not char.isalpha():
+            continue
+        latin = [g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii() and g["c"].isalnum()]
+        if not latin:
+            continue
+        for key in (char, char.casefold()):
+            if len(key) == 1 and not key.isascii():
+                table.setdefault(key, latin[0].lower())
+    table.update(_HOMOGLYPH_SUPPLEMENT)
+    chars = frozenset(table)
+    # A word (maximal run of letters/digits) that contains at least one look-alike; the
+    # lookahead only runs at word starts, so this stays linear in the text length.
+    word = re.compile(r"(?<![^\W_])(?=[^\W_]*[" + re.escape("".join(sorted(chars))) + r"])[^\W_]+")
+    return str.maketrans(table), chars, word
 
 
 def _is_latin_letter(ch: str) -> bool:
@@ -137,21 +155,29 @@ def _is_latin_letter(ch: str) -> bool:
 
 
 def fold_homoglyphs(text: str) -> str:
-    """Fold Cyrillic/Greek look-alikes to Latin (``саsinо`` with Cyrillic с/а/о -> ``casino``).
+    """Fold Cyrillic/Greek (and other) look-alikes to Latin (``саsinо`` with Cyrillic
+    с/а/о -> ``casino``).
 
     Only inside a word that already contains a Latin letter, or whose letters are *all*
-    look-alikes, so genuine Russian or Greek words are left readable. Run after
-    :func:`nfkc_casefold` (the table is lower-case)."""
+    look-alikes in a text that is mostly Latin, so genuine Russian or Greek words (even
+    "сор" or "рос", made only of look-alikes) stay readable in Russian or Greek text.
+    Run after :func:`nfkc_casefold` (upper-case forms are folded there)."""
+    if text.isascii():
+        return text
+    table, chars, word_re = _homoglyph_table()
+    latin = sum(_is_latin_letter(ch) for ch in text)
+    other = sum(ch.isalpha() and not ch.isascii() and ch not in chars for ch in text)
+    mostly_latin = latin > other
 
     def fold(match: re.Match[str]) -> str:
         word = match.group()
-        if any(_is_latin_letter(ch) for ch in word) or all(
-            ch in _HOMOGLYPH_CHARS or not ch.isalpha() for ch in word
+        if any(_is_latin_letter(ch) for ch in word) or (
+            mostly_latin and all(ch in chars or not ch.isalpha() for ch in word)
         ):
-            return word.translate(_HOMOGLYPH_TABLE)
+            return word.translate(table)
         return word
 
-    return _HOMOGLYPH_WORD.sub(fold, text)
+    return word_re.sub(fold, text)
 
 
 LEET = {"0": "o", "3": "e", "1": "i", "@": "a", "$": "s", "5": "s", "7": "t"}
@@ -458,8 +484,12 @@ def _validate(data: Any, path: str, *, base: bool, known_categories: Iterable[st
 # Compilation: one trie-shaped regex for all terms.
 # --------------------------------------------------------------------------------------
 
-_LEFT = r"(?<![^\W\d_])"  # not preceded by a letter (digits and punctuation are boundaries)
-_RIGHT = r"(?![^\W\d_])"  # not followed by a letter
+# Scripts written without spaces between words (Han, kana, Thai, Lao, Khmer, Myanmar): a
+# term there cannot wait for a word boundary, so a match may start or end next to them.
+_NO_SPACE = "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+# Not preceded (followed) by a letter; digits and punctuation are boundaries.
+_LEFT = rf"(?:(?<![^\W\d_])|(?={_NO_SPACE})|(?<={_NO_SPACE}))"
+_RIGHT = rf"(?:(?![^\W\d_])|(?<={_NO_SPACE})|(?={_NO_SPACE}))"
 _SEP = r"[\W_]{0,5}"  # between the words of a phrase: spaces, hyphens... or nothing ("killshot")
 _STAR, _SEP_ATOM, _END = "\x00*", "\x00 ", "\x00$"
 
@@ -520,6 +550,10 @@ class SafetyVerdict:
     reason: str
     matched: str | None
     term: str | None = None
+    #: Which layer decided a block: "rules", "classifier" or "moderation" (None when allowed).
+    layer: str | None = None
+    #: The classifier's P(blocked) when it ran (None when the rules decided first).
+    p_blocked: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -528,6 +562,8 @@ class SafetyVerdict:
             "reason": str(self.reason),
             "matched": None if self.matched is None else str(self.matched),
             "term": None if self.term is None else str(self.term),
+            "layer": self.layer,
+            "p_blocked": None if self.p_blocked is None else round(float(self.p_blocked), 4),
         }
 
 
@@ -552,10 +588,20 @@ class SafetyFilter:
         extra_policies: Sequence[str | os.PathLike[str]] = (),
         *,
         policy: str | os.PathLike[str] | None = None,
+        classifier: "SafetyClassifier | None | str" = "shipped",
+        moderator: "Moderator | None" = None,
     ) -> None:
         if isinstance(extra_policies, (str, os.PathLike)):
             extra_policies = [extra_policies]
         base_path = Path(policy) if policy is not None else _shipped_policy_path()
+        if classifier == "shipped":
+            from domain_eval.safety_model import default_classifier
+
+            classifier = default_classifier()
+        elif isinstance(classifier, str):
+            raise ValueError(f"classifier: expected 'shipped', None or a SafetyClassifier, got {classifier!r}")
+        self.classifier = classifier
+        self.moderator = moderator
         self.policy_files: list[str] = []
         self._categories: dict[str, _Category] = {}
         self._allow: list[tuple[str, tuple[tuple[_Word, ...], ...]]] = []
@@ -609,6 +655,19 @@ class SafetyFilter:
         self._tlds = {tld: name for name, c in self._categories.items() for tld in c.tlds}
 
     # ---- introspection ---------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        """Identity of every layer: a changed policy, classifier or moderator changes verdicts,
+        so it is part of what a baseline's scores depend on."""
+        digest = hashlib.sha256()
+        for label in self.policy_files:
+            digest.update(Path(label).read_bytes())
+        parts = [f"policy-{digest.hexdigest()[:12]}"]
+        parts.append(self.classifier.version if self.classifier is not None else "no-classifier")
+        if self.moderator is not None:
+            parts.append(self.moderator.version)
+        return "+".join(parts)
+
     @property
     def categories(self) -> dict[str, str]:
         """Category name -> description, in policy order."""
@@ -704,6 +763,7 @@ class SafetyFilter:
                     f"blocked: {hit.category} ({desc}): {what} matched {hit.text!r} (policy term {term!r})",
                     hit.text,
                     term,
+                    layer="rules",
                 ), None
             if suppressed is not None and suppressed_note is None:
                 s_hit, context = suppressed
@@ -719,10 +779,34 @@ class SafetyFilter:
         if not text.strip() or not strip_zero_width(text).strip():
             return SafetyVerdict(False, None, "allowed: empty text, nothing to check", None)
         verdict, note = self._verdict_for(text)
+        prediction = self.classifier.predict(text) if self.classifier is not None else None
+        p_blocked = prediction.p_blocked if prediction is not None else None
         if verdict is not None:
-            return verdict
+            if prediction is None or p_blocked >= self.classifier.veto:
+                return dataclasses.replace(verdict, p_blocked=p_blocked)
+            # A term in a counter-harm or innocent context ("exit programme for women leaving
+            # sex work", "phishing? no, fishing!"): the classifier, trained on such near-misses,
+            # overrules the term only when it is confident; the reason keeps both.
+            note = (f"policy term {verdict.term!r} matched {verdict.matched!r} ({verdict.category}), but the "
+                    f"classifier reads a near-miss: P(blocked) = {p_blocked:.2f} < veto {self.classifier.veto:.2f}")
         reason = f"allowed: {note}" if note else "allowed: no policy term matched"
-        return SafetyVerdict(False, None, reason, None)
+        if prediction is not None:
+            if prediction.blocked:
+                desc = self._categories.get(prediction.category)
+                desc_text = f" ({desc.description})" if desc else ""
+                return SafetyVerdict(
+                    True, prediction.category,
+                    f"blocked: {prediction.category}{desc_text}: the classifier gives P(blocked) = "
+                    f"{prediction.p_blocked:.2f} >= {prediction.threshold:.2f} (no policy term matched)",
+                    None, None, layer="classifier", p_blocked=p_blocked,
+                )
+            reason += f"; classifier P(blocked) = {prediction.p_blocked:.2f} < {prediction.threshold:.2f}"
+        if self.moderator is not None:
+            moderated = self.moderator.check(text)  # raises ModerationError: never silently allowed
+            if moderated.blocked:
+                return dataclasses.replace(moderated, p_blocked=p_blocked)
+            reason += f"; {moderated.reason.removeprefix('allowed: ')}"
+        return SafetyVerdict(False, None, reason, None, p_blocked=p_blocked)
 
     def check_domain(self, domain: str) -> SafetyVerdict:
         """Check a domain name: each label is read as-is (hyphens as spaces, so concatenated
@@ -741,7 +825,8 @@ class SafetyFilter:
                 category = self._tlds[last]
                 desc = self._categories[category].description
                 return SafetyVerdict(
-                    True, category, f"blocked: {category} ({desc}): top-level domain '.{last}'", f".{last}", f".{last}"
+                    True, category, f"blocked: {category} ({desc}): top-level domain '.{last}'", f".{last}", f".{last}",
+                    layer="rules",
                 )
         from domain_eval.text import segment_label
 
@@ -760,6 +845,20 @@ class SafetyFilter:
                     return verdict
                 note = note or suppressed
         reason = f"allowed: {note}" if note else "allowed: no policy term in the domain's words"
+        reading = read_domain(cleaned)
+        if self.classifier is not None and reading:
+            # A domain is a description too: the same learned layer reads its words, with its
+            # own threshold (two or three words carry less evidence than a description).
+            prediction = self.classifier.predict(reading)
+            if prediction.p_blocked >= self.classifier.domain_threshold:
+                desc = self._categories.get(prediction.category)
+                desc_text = f" ({desc.description})" if desc else ""
+                return SafetyVerdict(
+                    True, prediction.category,
+                    f"blocked: {prediction.category}{desc_text}: domain read as {reading!r}: the classifier gives "
+                    f"P(blocked) = {prediction.p_blocked:.3f} >= {self.classifier.domain_threshold:.3f}",
+                    None, None, layer="classifier", p_blocked=prediction.p_blocked,
+                )
         return SafetyVerdict(False, None, reason, None)
 
     def filter_domains(self, domains: Iterable[str]) -> tuple[list[str], list[tuple[str, SafetyVerdict]]]:
@@ -773,6 +872,16 @@ class SafetyFilter:
             else:
                 kept.append(domain)
         return kept, dropped
+
+
+def read_domain(domain: str) -> str:
+    """A domain's name labels as words (``xxxcasino.com`` -> ``xxx casino``): what the
+    classifier reads. Leetspeak is folded first (``c4sino``)."""
+    from domain_eval.text import segment_label
+
+    cleaned = strip_zero_width(domain).strip().casefold().rstrip(".")
+    labels, _ = _split_labels(cleaned)
+    return " ".join(" ".join(segment_label(fold_leetspeak(label))) or label.replace("-", " ") for label in labels)
 
 
 def _split_labels(domain: str) -> tuple[list[str], str]:
@@ -831,7 +940,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="check a text (or a domain) against the safety policy",
         description=(
             "Check TEXT against the safety policy and print the verdict. "
-            f"Exit status: {EXIT_OK} allowed, {EXIT_BLOCKED} blocked, {EXIT_BAD_POLICY} bad policy file."
+            f"Exit status: {EXIT_OK} allowed, {EXIT_BLOCKED} blocked, {EXIT_BAD_POLICY} bad policy file, classifier files or moderation error."
         ),
     )
     parser.add_argument("text", metavar="TEXT", help="business description (or a domain with --domain)")
@@ -847,17 +956,28 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="PATH",
         help="extra policy YAML merged on top of the shipped one (repeatable)",
     )
+    parser.add_argument(
+        "--safety", choices=("local", "groq"), default="local",
+        help="local: policy rules, then the shipped classifier (default); groq: then an LLM moderation model "
+        "(needs GROQ_API_KEY)",
+    )
+    parser.add_argument("--safety-model", default=None, help="moderation model for --safety groq")
     parser.set_defaults(func=run_cli)
     return parser
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from domain_eval.config import EvalOptions, make_safety_filter
+    from domain_eval.safety_llm import ModerationError
+    from domain_eval.safety_model import ClassifierError
+
+    options = EvalOptions(safety_policies=args.safety_policies, safety=args.safety, safety_model=args.safety_model)
     try:
-        safety = default_filter(args.safety_policies) if args.safety_policies else default_filter()
-    except PolicyError as exc:
+        safety = make_safety_filter(options)
+        verdict = safety.check_domain(args.text) if args.domain else safety.check(args.text)
+    except (PolicyError, ClassifierError, ModerationError) as exc:
         print(f"domain-eval safety: error: {exc}", file=sys.stderr)
         return EXIT_BAD_POLICY
-    verdict = safety.check_domain(args.text) if args.domain else safety.check(args.text)
     if args.json:
         print(json.dumps(verdict.to_dict(), ensure_ascii=False))
     else:

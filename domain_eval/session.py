@@ -28,9 +28,11 @@ _PACKAGES = ("domain-eval", "torch", "transformers", "peft", "bitsandbytes", "se
 
 def compat_of(options: EvalOptions, judge: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
     """What this run's scores depend on (see :data:`domain_eval.gating.COMPAT_FIELDS`)."""
+    from domain_eval.config import make_safety_filter
     from domain_eval.models import canonical_base_name
 
     return {
+        "safety": make_safety_filter(options).version,
         "scoring_version": SCORING_VERSION,
         "judge": judge.get("name"), "judge_version": judge.get("version"), "judge_model": judge.get("model"),
         "base": loaded.get("base") or canonical_base_name(options.base), "base_sha256": loaded.get("base_sha256"),

@@ -158,6 +158,17 @@ def test_groq_judge_without_key_is_a_usage_error(project: pytest.Pytester, monke
     result.stderr.fnmatch_lines(["*--judge groq:*GROQ_API_KEY*"])
 
 
+def test_safety_options_are_checked_before_any_model_loads(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GROQ_API_KEY", raising=False)
+    result = project.runpytest_subprocess("--safety", "groq")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--safety groq:*GROQ_API_KEY*"])
+    result = project.runpytest_subprocess("--safety", "strict")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--safety must be local or groq*"])
+    assert "loading" not in result.stdout.str()
+
+
 def test_corrupt_adapter_is_named_before_loading(project: pytest.Pytester) -> None:
     weights = project.path / "models" / "a2" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])

@@ -115,7 +115,7 @@ def stats(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def load_splits(corpus_dir: Path = CORPUS_DIR) -> dict[str, list[Row]]:
+def load_splits(corpus_dir: Path = CORPUS_DIR, *, include_test: bool = True) -> dict[str, list[Row]]:
     """{"train"|"dev"|"test": rows}, by the batch → split map in splits.json.
 
     The test files' sha256 are recorded there when the split is frozen; a changed test
@@ -125,6 +125,8 @@ def load_splits(corpus_dir: Path = CORPUS_DIR) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {"train": [], "dev": [], "test": []}
     problems: list[str] = []
     for batch, split in spec["batches"].items():
+        if split == "test" and not include_test:
+            continue  # tuning code never even reads the frozen split
         path = corpus_dir / f"{batch}.jsonl"
         rows, bad = load_file(path)
         problems += bad
