@@ -607,6 +607,8 @@ class SafetyFilter:
         self._allow: list[tuple[str, tuple[tuple[_Word, ...], ...]]] = []
         self._suffixes: set[str] = set()
         self._merge(base_path, base=True)
+        if policy is None:  # the shipped multilingual lexicon belongs to the shipped policy
+            self._merge(_shipped_lexicon_path(), base=False)
         for extra in extra_policies:
             self._merge(Path(extra), base=False)
         self._compile()
@@ -901,6 +903,10 @@ def _split_labels(domain: str) -> tuple[list[str], str]:
 
 def _shipped_policy_path() -> Path:
     return Path(str(resources.files("domain_eval").joinpath("data/safety_policy.yaml")))
+
+
+def _shipped_lexicon_path() -> Path:
+    return Path(str(resources.files("domain_eval").joinpath("data/safety_lexicon.yaml")))
 
 
 @functools.lru_cache(maxsize=16)

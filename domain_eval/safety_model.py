@@ -68,6 +68,13 @@ def hashed(text: str, bits: int) -> tuple[list[int], float]:
     return buckets, (1.0 / len(buckets) ** 0.5) if buckets else 0.0
 
 
+#: Texts of at most this many words are judged against the domain threshold: like a domain's
+#: two or three words, they carry too little evidence for the description threshold
+#: ("skills", "fresh ideas, delivered" read as harmful at that threshold).
+SHORT_WORDS = 3
+SHORT_CHARS = 24  # and characters, so an unspaced Chinese or Thai sentence is not "short"
+
+
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     p_blocked: float
@@ -146,7 +153,8 @@ class SafetyClassifier:
         z = self.logits(text)
         p_blocked = 1.0 / (1.0 + math.exp(-float(z[0])))
         best = max(range(len(self.categories)), key=lambda i: z[1 + i])
-        return Prediction(p_blocked, self.categories[best], self.threshold)
+        short = len(_WORD.findall(text)) <= SHORT_WORDS and len(text.strip()) <= SHORT_CHARS
+        return Prediction(p_blocked, self.categories[best], self.domain_threshold if short else self.threshold)
 
     def predict_many(self, texts: Iterable[str]) -> list[Prediction]:
         return [self.predict(t) for t in texts]
