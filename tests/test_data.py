@@ -220,15 +220,17 @@ def test_v3_domains_look_right(data):
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_no_unsafe_rows(data, name):
-    try:
-        from domain_eval import safety
+    from domain_eval import safety
 
-        filt = safety.default_filter()
-    except Exception as exc:  # not built, or its policy file is mid-edit
-        pytest.skip(f"domain_eval.safety unavailable: {exc}")
-    blocked = [r.description for r in data[name] if filt.check(r.description).blocked]
-    blocked += [d for r in data[name] for d in r.domains if filt.check_domain(d).blocked]
+    # The policy rules must pass every row. The learned layer is bounded, not zero: it was
+    # tuned to block at most 1% of these ordinary descriptions (training/safety_classifier.py).
+    rules = safety.SafetyFilter(classifier=None)
+    blocked = [r.description for r in data[name] if rules.check(r.description).blocked]
+    blocked += [d for r in data[name] for d in r.domains if rules.check_domain(d).blocked]
     assert not blocked
+    layered = safety.default_filter()
+    learned = [r.description for r in data[name] if layered.check(r.description).blocked]
+    assert len(learned) <= 0.01 * len(data[name]) + 1, learned
 
 
 # --------------------------------------------------------------------------- generator

@@ -29,7 +29,7 @@ def good_rows(counter=itertools.count(1)):
         rows = []
         for cat, lang, ind in specs_in(request):
             n = next(counter)
-            desc = f"東京の店 番号{n}" if lang == "ja" else f"{ind} business number {n} ({cat}, {lang})"
+            desc = f"東京の店 番号{n}" if lang == "ja" else f"A friendly family-run {ind} business, branch {n}"
             rows.append({"business_description": desc,
                          "domain_suggestions": [f"brand{n}.com", f"brand{n}.io", f"get-brand{n}.co"],
                          "lang": lang, "category": cat, "industry": ind})

@@ -45,7 +45,7 @@ N = 5
 #: What a run's scores depend on (gating.COMPAT_FIELDS), as run.json's "compat" records it.
 COMPAT: dict[str, Any] = {
     "scoring_version": 2, "judge": "heuristic", "judge_version": "2", "judge_model": None, "base": "Qwen/Qwen2.5-0.5B",
-    "base_sha256": "ab" * 32, "quant": "none", "kernel": "sdpa", "n": N, "samples": 1, "seed": None, "max_new_tokens": 64,
+    "base_sha256": "ab" * 32, "quant": "none", "kernel": "sdpa", "n": N, "samples": 1, "seed": None, "max_new_tokens": 64, "safety": "policy-test+clf-test",
 }
 
 
