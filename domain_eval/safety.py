@@ -44,7 +44,7 @@ import yaml
 
 if TYPE_CHECKING:
     from domain_eval.safety_llm import Moderator
-    from domain_eval.safety_model import SafetyClassifier
+    from domain_eval.safety_model import Prediction, SafetyClassifier
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -797,14 +797,9 @@ class SafetyFilter:
         reason = f"allowed: {note}" if note else "allowed: no policy term matched"
         if prediction is not None:
             if prediction.blocked:
-                desc = self._categories.get(prediction.category)
-                desc_text = f" ({desc.description})" if desc else ""
-                return SafetyVerdict(
-                    True, prediction.category,
-                    f"blocked: {prediction.category}{desc_text}: the classifier gives P(blocked) = "
-                    f"{prediction.p_blocked:.2f} >= {prediction.threshold:.2f} (no policy term matched)",
-                    None, None, layer="classifier", p_blocked=p_blocked,
-                )
+                return self._classifier_block(
+                    prediction, f"the classifier gives P(blocked) = {prediction.p_blocked:.2f} >= "
+                    f"{prediction.threshold:.2f} (no policy term matched)")
             reason += f"; classifier P(blocked) = {prediction.p_blocked:.2f} < {prediction.threshold:.2f}"
         if self.moderator is not None:
             moderated = self.moderator.check(text)  # raises ModerationError: never silently allowed
@@ -812,6 +807,12 @@ class SafetyFilter:
                 return dataclasses.replace(moderated, p_blocked=p_blocked)
             reason += f"; {moderated.reason.removeprefix('allowed: ')}"
         return SafetyVerdict(False, None, reason, None, p_blocked=p_blocked)
+
+    def _classifier_block(self, prediction: "Prediction", why: str) -> SafetyVerdict:
+        category = self._categories.get(prediction.category)
+        described = f" ({category.description})" if category else ""
+        return SafetyVerdict(True, prediction.category, f"blocked: {prediction.category}{described}: {why}",
+                             None, None, layer="classifier", p_blocked=prediction.p_blocked)
 
     def check_domain(self, domain: str) -> SafetyVerdict:
         """Check a domain name: each label is read as-is (hyphens as spaces, so concatenated
@@ -856,14 +857,9 @@ class SafetyFilter:
             # own threshold (two or three words carry less evidence than a description).
             prediction = self.classifier.predict(reading)
             if prediction.p_blocked >= self.classifier.domain_threshold:
-                desc = self._categories.get(prediction.category)
-                desc_text = f" ({desc.description})" if desc else ""
-                return SafetyVerdict(
-                    True, prediction.category,
-                    f"blocked: {prediction.category}{desc_text}: domain read as {reading!r}: the classifier gives "
-                    f"P(blocked) = {prediction.p_blocked:.3f} >= {self.classifier.domain_threshold:.3f}",
-                    None, None, layer="classifier", p_blocked=prediction.p_blocked,
-                )
+                return self._classifier_block(
+                    prediction, f"domain read as {reading!r}: the classifier gives P(blocked) = "
+                    f"{prediction.p_blocked:.3f} >= {self.classifier.domain_threshold:.3f}")
         return SafetyVerdict(False, None, reason, None)
 
     def filter_domains(self, domains: Iterable[str]) -> tuple[list[str], list[tuple[str, SafetyVerdict]]]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,12 @@ def tiny_adapters(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 # Fixture YAML (e.g. the labelled safety set) is data, not evaluation cases.
 collect_ignore_glob = ["data/*"]
+
+
+@pytest.fixture
+def api_key(monkeypatch) -> str:
+    """A fresh fake GROQ_API_KEY (and no GROQ_BASE_URL) for tests against the local stub server."""
+    key = f"gsk_TEST_{uuid.uuid4().hex}"
+    monkeypatch.setenv("GROQ_API_KEY", key)
+    monkeypatch.delenv("GROQ_BASE_URL", raising=False)
+    return key

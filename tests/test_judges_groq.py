@@ -5,7 +5,6 @@ import json
 import logging
 import re
 import time
-import uuid
 
 import pytest
 
@@ -15,14 +14,6 @@ from tests.groq_stub import CHAT_PATH, ChatCompletionsStub, RecordedRequest, cha
 
 DESC = "mobile dog grooming service"
 DOMAINS = ["pawsonwheels.com", "groomvan.com", "mobile-dog-grooming-service.net"]
-
-
-@pytest.fixture
-def api_key(monkeypatch) -> str:
-    key = f"gsk_TEST_{uuid.uuid4().hex}"
-    monkeypatch.setenv("GROQ_API_KEY", key)
-    monkeypatch.delenv("GROQ_BASE_URL", raising=False)
-    return key
 
 
 @pytest.fixture

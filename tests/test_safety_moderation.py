@@ -2,7 +2,6 @@
 (tests/groq_stub.py); the groq client is not patched."""
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
@@ -12,14 +11,6 @@ from tests.groq_stub import ChatCompletionsStub, chat_completion, error_response
 
 CATEGORIES = {"gambling": "Gambling and betting", "drugs": "Illegal drugs", "wildlife": "Illegal wildlife trade"}
 SAFE_TEXT = "family bakery with sourdough and cinnamon rolls"
-
-
-@pytest.fixture
-def api_key(monkeypatch) -> str:
-    key = f"gsk_TEST_{uuid.uuid4().hex}"
-    monkeypatch.setenv("GROQ_API_KEY", key)
-    monkeypatch.delenv("GROQ_BASE_URL", raising=False)
-    return key
 
 
 def moderator(stub: ChatCompletionsStub, **kw) -> GroqModerator:
