@@ -10,7 +10,7 @@ WORKERS ?= 2
 EVAL_WORKERS ?= 0
 BIN := $(VENV)/bin
 
-.PHONY: setup eval test bench clean-venv
+.PHONY: setup browser eval test bench clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,22 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# report.html is tested in a real headless browser: Debian's chromium + chromedriver (Playwright's
+# own browser download cannot work on machines without outside network). Installed as root when
+# missing; elsewhere the browser test says what to install.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q chromium chromium-driver >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null); \
+	  else echo "note: the report.html test needs chromium and chromedriver (apt-get install chromium chromium-driver)"; fi; \
+	fi
+
 # The main job: every shipped adapter (models/v1..v3) on every case, report in results/latest,
 # gated against the committed baseline. Exit status: see README "Exit status".
 eval: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(EVAL_WORKERS) --baseline results/baseline.json
 
-test: setup
+test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/pytest tests -n $(WORKERS)
 
 bench: setup

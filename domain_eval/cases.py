@@ -97,6 +97,26 @@ def _check_fields(mapping: dict[str, Any], path: Path, case_id: str | None, defa
     return out
 
 
+def file_category(path: str | Path, case_id: str | None = None) -> str:
+    """The category a file's rows belong to, read leniently so that error rows of a file that
+    does not validate still land in its category (its ``category:``, else the file name),
+    or a case's own ``category`` when that case can be found."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return path.stem
+    if not isinstance(data, dict):
+        return path.stem
+    category = data.get("category")
+    category = category.strip() if isinstance(category, str) and category.strip() else path.stem
+    if case_id is not None and isinstance(data.get("cases"), list):
+        for raw in data["cases"]:
+            if isinstance(raw, dict) and raw.get("id") == case_id and isinstance(raw.get("category"), str) and raw["category"].strip():
+                return raw["category"].strip()
+    return category
+
+
 def load_case_file(path: str | Path, fallback: CaseDefaults | None = None) -> CaseFile:
     """Parse and validate one YAML file; raise :class:`CaseError` on the first problem."""
     path = Path(path)

@@ -25,7 +25,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-kernel", choices=CPU_KERNELS, default="dequantized",
                    help="4-bit on CPU: NF4 dequantised once to fp32 (same output alone or batched) or bitsandbytes' "
                    "kernels (faster, rounding depends on the batch) (default: dequantized)")
-    p.add_argument("--models-dir", default="models", help="where named adapters live (default: models)")
+    p.add_argument("--models-dir", default="models", help="where named adapters live, relative to the current directory (default: models; "
+                   "when it holds none, the adapters shipped in the package)")
     p.add_argument("-n", type=int, default=5, help="number of suggestions (default: 5)")
     p.add_argument("--seed", type=int, default=None, help="sample with this seed (default: greedy decoding)")
     p.add_argument("--safety-policy", action="append", default=[], metavar="PATH", help="extra safety policy YAML (repeatable)")

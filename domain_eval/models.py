@@ -392,9 +392,24 @@ def _unavailable_message(name: str, exc: Exception) -> str:
 META_FILE = "training_meta.json"
 
 
+def packaged_adapters_dir() -> Path | None:
+    """The adapters shipped inside the installed package (``domain_eval.adapters``: the
+    checkout's ``models/`` in an editable install), or None when there are none."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("domain_eval.adapters")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def resolve_adapter(name: str, models_dir: str | Path = "models") -> Path:
-    """``v3`` -> ``models/v3``; an existing folder with ``adapter_config.json`` -> itself."""
+    """``v3`` -> ``models/v3`` (else the packaged ``v3``); an existing folder with
+    ``adapter_config.json`` -> itself."""
     candidates = [Path(name).expanduser(), Path(models_dir) / name]
+    packaged = packaged_adapters_dir()
+    if packaged is not None and Path(name).name == name:
+        candidates.append(packaged / name)
     for path in candidates:
         if (path / "adapter_config.json").exists():
             return path.resolve()
@@ -405,11 +420,15 @@ def resolve_adapter(name: str, models_dir: str | Path = "models") -> Path:
     )
 
 
-def list_adapters(models_dir: str | Path = "models") -> list[str]:
+def list_adapters(models_dir: str | Path = "models", packaged: bool = True) -> list[str]:
+    """Adapters in ``models_dir``; when it has none, the packaged ones (unless ``packaged=False``)."""
     root = Path(models_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").exists())
+    found = sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").exists()) if root.is_dir() else []
+    if not found and packaged:
+        shipped = packaged_adapters_dir()
+        if shipped is not None and shipped.is_dir():
+            found = sorted(p.name for p in shipped.iterdir() if (p / "adapter_config.json").exists())
+    return found
 
 
 def adapter_base_name(adapter_dir: Path) -> str | None:

@@ -14,7 +14,6 @@ finding about the model.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,6 +21,7 @@ import pytest
 
 from domain_eval.cases import Case, CaseDefaults, CaseError, load_case_file
 from domain_eval.config import ConfigError, EvalOptions, model_label, parse_float, parse_int
+from domain_eval.project import ProjectConfig, case_roots, find_project
 from domain_eval.scoring import SAFETY_FILTER, CaseResult, format_failure
 from domain_eval.session import ITEM_ID, RESULT_PROPERTY, EvalSession
 
@@ -29,7 +29,8 @@ RUN_KEY = pytest.StashKey["Any"]()
 SESSION_KEY = pytest.StashKey[EvalSession]()
 BASELINE_KEY = pytest.StashKey["dict | None"]()
 _OWNERS_KEY = pytest.StashKey[dict]()  # case id -> file that defined it first
-_CASE_FILE_MARKER = re.compile(r"^cases\s*:", re.MULTILINE)
+PROJECT_KEY = pytest.StashKey[ProjectConfig]()
+ROOTS_KEY = pytest.StashKey["list[Path]"]()  # active case folders; empty: the plugin is inert
 
 # (option, ini name, ini type, default, help)
 _OPTIONS: list[tuple[str, str, str, Any, str]] = [
@@ -79,6 +80,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action = "append" if ini_type == "args" else "store"
         group.addoption(opt, dest=_dest(opt), action=action, default=None, help=f"{help_text} [ini: {ini}]")
         parser.addini(ini, help_text, type=ini_type if ini_type == "args" else "string", default=default)
+    group.addoption("--domain-eval", dest="domain_eval_enable", action="store_true",
+                    help="evaluate the YAML cases under the paths given (also switched on by --model, or by the ini "
+                         "naming case folders: domain_eval_cases = cases). Without any of these the plugin does nothing.")
     group.addoption("--no-report", dest="domain_eval_no_report", action="store_true", help="do not write results/ (still prints the table)")
     for ini, ini_type, default, help_text in _INI_ONLY:
         parser.addini(ini, help_text, type=ini_type, default=default)
@@ -86,9 +90,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "never skipped)", type="paths", default=[])
 
 
+def _project(config: pytest.Config) -> ProjectConfig:
+    if PROJECT_KEY not in config.stash:
+        config.stash[PROJECT_KEY] = find_project(config)
+    return config.stash[PROJECT_KEY]
+
+
+def _ini(config: pytest.Config, name: str, kind: str = "string") -> Any:
+    """An ini value from the project's configuration (see :mod:`domain_eval.project`)."""
+    return _project(config).getini(config, name, kind)
+
+
+_ARGS_INI = {ini for _, ini, kind, _, _ in _OPTIONS if kind == "args"}
+
+
 def _value(config: pytest.Config, opt: str, ini: str) -> Any:
     value = config.getoption(_dest(opt))
-    return value if value is not None else config.getini(ini)
+    return value if value is not None else _ini(config, ini, "args" if ini in _ARGS_INI else "string")
 
 
 def _comma_list(values: Any) -> list[str]:
@@ -99,8 +117,8 @@ def _comma_list(values: Any) -> list[str]:
 
 
 def case_defaults(config: pytest.Config) -> CaseDefaults:
-    return CaseDefaults(min_score=parse_float(config.getini("domain_eval_min_score"), "ini domain_eval_min_score", 1, 10),
-                        min_valid=parse_int(config.getini("domain_eval_min_valid"), "ini domain_eval_min_valid", 0))
+    return CaseDefaults(min_score=parse_float(_ini(config, "domain_eval_min_score"), "ini domain_eval_min_score", 1, 10),
+                        min_valid=parse_int(_ini(config, "domain_eval_min_valid"), "ini domain_eval_min_valid", 0))
 
 
 def build_options(config: pytest.Config) -> EvalOptions:
@@ -108,12 +126,25 @@ def build_options(config: pytest.Config) -> EvalOptions:
     from domain_eval.config import resolve_models
 
     get = lambda opt, ini: _value(config, opt, ini)  # noqa: E731
-    root = Path(str(config.rootpath))
-    models_dir = Path(get("--models-dir", "domain_eval_models_dir"))
-    if not models_dir.is_absolute():
-        models_dir = root / models_dir
+    # Paths on the command line are relative to where pytest was started, like any CLI path
+    # (and like `domain-eval generate --models-dir`); ini paths to the project's config file.
+    root = _project(config).root
+    invocation = Path(str(config.invocation_params.dir))
+
+    def path_option(opt: str, ini: str) -> Path:
+        given = config.getoption(_dest(opt))
+        path = Path(given if given is not None else _ini(config, ini)).expanduser()
+        return path if path.is_absolute() else (invocation if given is not None else root) / path
+
+    def optional_path(opt: str, ini: str) -> str | None:
+        given = config.getoption(_dest(opt))
+        if not (given if given is not None else _ini(config, ini)):
+            return None
+        return str(path_option(opt, ini))
+
+    models_dir = path_option("--models-dir", "domain_eval_models_dir")
     gate = config.getoption(_dest("--gate-model"))
-    gate_models = _comma_list(gate if gate is not None else config.getini("domain_eval_gate_models")) or None
+    gate_models = _comma_list(gate if gate is not None else _ini(config, "domain_eval_gate_models", "args")) or None
     problems: list[str] = []
 
     def parsed(fn: Any, *args: Any) -> Any:
@@ -123,13 +154,13 @@ def build_options(config: pytest.Config) -> EvalOptions:
             problems.extend(exc.problems)
             return None
 
-    max_prompt = str(config.getini("domain_eval_max_prompt_tokens")).strip()
+    max_prompt = str(_ini(config, "domain_eval_max_prompt_tokens")).strip()
     values = dict(
         samples=parsed(parse_int, get("--samples", "domain_eval_samples"), "--samples", 1),
         seed=parsed(parse_int, get("--seed", "domain_eval_seed"), "--seed"),
-        n=parsed(parse_int, config.getini("domain_eval_n"), "ini domain_eval_n", 1),
-        batch_size=parsed(parse_int, config.getini("domain_eval_batch_size"), "ini domain_eval_batch_size", 1),
-        max_new_tokens=parsed(parse_int, config.getini("domain_eval_max_new_tokens"), "ini domain_eval_max_new_tokens", 1),
+        n=parsed(parse_int, _ini(config, "domain_eval_n"), "ini domain_eval_n", 1),
+        batch_size=parsed(parse_int, _ini(config, "domain_eval_batch_size"), "ini domain_eval_batch_size", 1),
+        max_new_tokens=parsed(parse_int, _ini(config, "domain_eval_max_new_tokens"), "ini domain_eval_max_new_tokens", 1),
         max_prompt_tokens=None if max_prompt == "auto" else parsed(parse_int, max_prompt, "ini domain_eval_max_prompt_tokens", 1),
         max_regression=parsed(parse_float, get("--max-regression", "domain_eval_max_regression"), "--max-regression", 0),
         max_yield_drop=parsed(parse_float, get("--max-yield-drop", "domain_eval_max_yield_drop"), "--max-yield-drop", 0, 1),
@@ -138,17 +169,17 @@ def build_options(config: pytest.Config) -> EvalOptions:
     if problems:
         raise ConfigError(problems)
     return EvalOptions(
-        models=resolve_models(_comma_list(config.getoption(_dest("--model")) or config.getini("domain_eval_models")), models_dir),
+        models=resolve_models(_comma_list(config.getoption(_dest("--model")) or _ini(config, "domain_eval_models", "args")), models_dir),
         models_dir=str(models_dir),
         base=get("--base", "domain_eval_base"),
         quant=get("--quant", "domain_eval_quant"),
         cpu_kernel=get("--cpu-kernel", "domain_eval_cpu_kernel"),
         judge=get("--judge", "domain_eval_judge"),
         judge_model=get("--judge-model", "domain_eval_judge_model") or None,
-        judge_cache=get("--judge-cache", "domain_eval_judge_cache") or None,
-        report_dir=str(root / get("--report-dir", "domain_eval_report_dir")),
-        baseline=get("--baseline", "domain_eval_baseline") or None,
-        write_baseline=get("--write-baseline", "domain_eval_write_baseline") or None,
+        judge_cache=optional_path("--judge-cache", "domain_eval_judge_cache"),
+        report_dir=str(path_option("--report-dir", "domain_eval_report_dir")),
+        baseline=optional_path("--baseline", "domain_eval_baseline"),
+        write_baseline=optional_path("--write-baseline", "domain_eval_write_baseline"),
         gate_models=gate_models,
         safety_policies=_comma_list(get("--safety-policy", "domain_eval_safety_policies")),
         safety=get("--safety", "domain_eval_safety"),
@@ -216,12 +247,19 @@ def _preflight(config: pytest.Config) -> tuple[EvalOptions, Any, dict | None]:
     return options, judge, baseline
 
 
+def _active_roots(config: pytest.Config) -> list[Path]:
+    if ROOTS_KEY not in config.stash:
+        explicit = bool(config.getoption("domain_eval_enable")) or config.getoption(_dest("--model")) is not None
+        config.stash[ROOTS_KEY] = case_roots(config, _project(config), explicit)
+    return config.stash[ROOTS_KEY]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from domain_eval.run import EvalRun, judge_identity
 
+    if config.option.help or config.option.version or not _active_roots(config):
+        return  # inert: not asked for (see domain_eval.project)
     config.addinivalue_line("markers", "domain_eval: a domain-eval YAML case (added automatically)")
-    if config.option.help or config.option.version:
-        return
     try:
         options, judge, baseline = _preflight(config)
     except ConfigError as exc:
@@ -251,23 +289,16 @@ def _prefer_file_scheduling(config: pytest.Config) -> None:
 
 
 def _is_case_file(file_path: Path, config: pytest.Config) -> bool:
-    """Every YAML under a ``domain_eval_cases`` directory or named on the command line; elsewhere
-    only YAML with a top-level ``cases:`` (other YAML, such as configs, is not ours)."""
+    """Every YAML under an active case folder is a case file (one that does not load is an
+    error, never skipped); YAML anywhere else is not ours."""
     resolved = file_path.resolve()
-    if any(resolved.is_relative_to(Path(d).resolve()) for d in config.getini("domain_eval_cases")):
-        return True
-    invocation = Path(str(config.invocation_params.dir))
-    if any((invocation / a.split("::")[0]).resolve() == resolved for a in config.args):
-        return True
-    try:
-        head = file_path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return bool(_CASE_FILE_MARKER.search(head))
+    return any(resolved == root or resolved.is_relative_to(root) for root in _active_roots(config))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix not in (".yaml", ".yml") or not _is_case_file(file_path, parent.config):
+    if file_path.suffix not in (".yaml", ".yml") or RUN_KEY not in parent.config.stash:
+        return None
+    if not _is_case_file(file_path, parent.config):
         return None
     return CaseFile.from_parent(parent, path=file_path)
 
@@ -371,7 +402,9 @@ class InvalidCaseItem(pytest.Item):
 
     def setup(self) -> None:
         case_id = "<invalid-file>" if self.name == "<invalid-file>" else (self.error.case_id or self.name)
-        row = CaseResult(key=self.nodeid, case_id=case_id, category="(invalid case file)",
+        from domain_eval.cases import file_category
+
+        row = CaseResult(key=self.nodeid, case_id=case_id, category=file_category(self.path, self.error.case_id),
                          model="-", description=None, expect=None, outcome="invalid", failures=[str(self.error)],
                          nodeid=self.nodeid)
         self.user_properties.append((RESULT_PROPERTY, json.dumps(row.to_dict(), ensure_ascii=False, sort_keys=True)))

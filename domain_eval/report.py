@@ -568,11 +568,15 @@ def write_report(
     run_meta: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     seed: int = 0,
+    baseline_cases: Mapping[str, Mapping[str, Any]] | None = None,
+    max_drop: float = 0.5,
 ) -> Path:
     """Write ``<results_root>/<run_id>/`` and repoint ``latest``; return the run dir.
 
     Files: cases.jsonl (rows verbatim), cases.csv (flattened), comparison.csv, criteria.csv,
-    chart.png, report.md, run.json (``run_meta`` plus ``run_id`` and ``counts``). Partial
+    chart.png, report.md, report.html (self-contained: every model's names side by side, with
+    filters; regressions against ``baseline_cases`` when given), run.json (``run_meta`` plus
+    ``run_id`` and ``counts``). Partial
     rows (missing / error) are written like any other; a chart failure is noted in report.md
     and run.json rather than losing the rest of the report.
     """
@@ -599,6 +603,10 @@ def write_report(
         chart_note = f"{type(exc).__name__}: {exc}"
 
     _atomic_write_text(run_dir / "report.md", _report_md(rows, run_id, run_meta, comp, crit, chart_note))
+    from domain_eval.report_html import render_html
+
+    chart = None if chart_note else run_dir / "chart.png"
+    _atomic_write_text(run_dir / "report.html", render_html(rows, run_id, run_meta, comp, chart, baseline_cases, max_drop))
     run_json = {**run_meta, "run_id": run_id, "counts": _counts(rows)}
     if chart_note:
         run_json["chart_error"] = chart_note

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from domain_eval.cases import CaseError, load_case_file
+from domain_eval.cases import CaseError, file_category, load_case_file
 from domain_eval.config import EvalOptions
 from domain_eval.scoring import RESULT_SCHEMA, SCORING_VERSION, SAFETY_FILTER
 
@@ -123,15 +123,19 @@ class EvalSession:
         case = self._case(path, case_id)
         return {
             "schema": RESULT_SCHEMA, "nodeid": nodeid, "key": f"{case_id}[{model}]", "case_id": case_id, "model": model,
-            "category": case.category if case else "(unknown)", "description": case.description if case else None,
+            "category": case.category if case else file_category(self._full_path(path), case_id),
+            "description": case.description if case else None,
             "expect": case.expect if case else None, "outcome": outcome, "failures": [], "samples": [],
             "score": None, "judge_errors": 0,
         }
 
+    def _full_path(self, path: str) -> Path:
+        return Path(path) if Path(path).is_absolute() else Path(str(self.config.rootpath)) / path
+
     def _case(self, path: str, case_id: str) -> Any:
         if path not in self._case_cache:
             try:
-                full = Path(path) if Path(path).is_absolute() else Path(str(self.config.rootpath)) / path
+                full = self._full_path(path)
                 self._case_cache[path] = {c.id: c for c in load_case_file(full).cases}
             except (CaseError, OSError):
                 self._case_cache[path] = {}
@@ -225,9 +229,12 @@ class EvalSession:
         loaded, judge = self._loaded(outputs), self._judge_used(outputs)
         compat = compat_of(self.options, judge, loaded)
         meta = self.run_meta(outputs, compat, loaded, judge)
+        compatible = self.baseline is not None and not gating.incompatibilities(self.baseline.get("compat", {}), compat)
         if self.options.report:
             try:
-                self.run_dir = report.write_report(rows, self.options.report_dir, meta)
+                self.run_dir = report.write_report(rows, self.options.report_dir, meta,
+                                                   baseline_cases=self.baseline.get("cases") if compatible else None,
+                                                   max_drop=self.options.max_regression)
             except OSError as exc:
                 self.progress(f"could not write the report: {exc}")
         status = session.exitstatus

@@ -32,10 +32,6 @@ def tiny_adapters(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("adapters")
     return {name: build_tiny_adapter(tiny_base, root / name, seed=i + 1) for i, name in enumerate(["a1", "a2"])}
 
-# Fixture YAML (e.g. the labelled safety set) is data, not evaluation cases.
-collect_ignore_glob = ["data/*"]
-
-
 @pytest.fixture
 def api_key(monkeypatch) -> str:
     """A fresh fake GROQ_API_KEY (and no GROQ_BASE_URL) for tests against the local stub server."""
