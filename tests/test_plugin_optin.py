@@ -51,14 +51,16 @@ def test_ini_case_folders_activate_only_runs_that_reach_them(unrelated: pytest.P
     result = unrelated.runpytest_subprocess("cases", "--collect-only", "-q", "--model", "base", "--judge", "heuristic-lexical")
     result.stdout.fnmatch_lines(["cases/short.yaml::s-one[[]base[]]", "1 test collected*"])
     # A whole-project run collects the cases and the tests, but never YAML outside case folders.
+    # With no models/ folder, the default models are the adapters shipped in the package.
     result = unrelated.runpytest_subprocess("--collect-only", "-q", "--judge", "heuristic-lexical")
     out = result.stdout.str()
-    assert "cases/short.yaml::s-one[base]" in out and "test_ordinary" in out and "fixture.yaml" not in out
+    assert "cases/short.yaml::s-one[v3]" in out and "test_ordinary" in out and "fixture.yaml" not in out
 
 
 def test_domain_eval_flag_activates_the_paths_given(unrelated: pytest.Pytester) -> None:
     result = unrelated.runpytest_subprocess("tests/data", "--domain-eval", "--collect-only", "-q", "--judge", "heuristic-lexical")
-    result.stdout.fnmatch_lines(["tests/data/fixture.yaml::not-ours[[]base[]]", "1 test collected*"])
+    result.stdout.fnmatch_lines(["tests/data/fixture.yaml::not-ours[[]v1[]]", "tests/data/fixture.yaml::not-ours[[]v3[]]",
+                                 "3 tests collected*"])
 
 
 def test_help_shows_the_option_group(unrelated: pytest.Pytester) -> None:
