@@ -420,15 +420,15 @@ def resolve_adapter(name: str, models_dir: str | Path = "models") -> Path:
     )
 
 
-def list_adapters(models_dir: str | Path = "models", packaged: bool = True) -> list[str]:
-    """Adapters in ``models_dir``; when it has none, the packaged ones (unless ``packaged=False``)."""
-    root = Path(models_dir)
-    found = sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").exists()) if root.is_dir() else []
-    if not found and packaged:
-        shipped = packaged_adapters_dir()
-        if shipped is not None and shipped.is_dir():
-            found = sorted(p.name for p in shipped.iterdir() if (p / "adapter_config.json").exists())
-    return found
+def _adapters_in(root: Path | None) -> list[str]:
+    if root is None or not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").exists())
+
+
+def list_adapters(models_dir: str | Path = "models") -> list[str]:
+    """Adapters in ``models_dir``; when it has none, the ones shipped in the package."""
+    return _adapters_in(Path(models_dir)) or _adapters_in(packaged_adapters_dir())
 
 
 def adapter_base_name(adapter_dir: Path) -> str | None:

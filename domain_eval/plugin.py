@@ -292,7 +292,7 @@ def _is_case_file(file_path: Path, config: pytest.Config) -> bool:
     """Every YAML under an active case folder is a case file (one that does not load is an
     error, never skipped); YAML anywhere else is not ours."""
     resolved = file_path.resolve()
-    return any(resolved == root or resolved.is_relative_to(root) for root in _active_roots(config))
+    return any(resolved.is_relative_to(root) for root in _active_roots(config))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -24,7 +24,7 @@ Only YAML files under the active case folders are collected.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class ProjectConfig:
 
     root: Path
     path: Path | None = None
-    values: dict[str, Any] | None = field(default=None)
+    values: dict[str, Any] | None = None
 
     def getini(self, config: Any, name: str, kind: str = "string") -> Any:
         """An ini value: pytest's, or this file's when pytest did not load it."""
@@ -71,7 +71,7 @@ def _read(path: Path) -> dict[str, Any] | None:
         if name in ini:
             return {k: v for k, v in ini[name].items()}
         return {} if path.name == "pytest.ini" else None  # an empty pytest.ini still counts
-    except (OSError, ValueError, Exception):  # a broken unrelated file is pytest's business, not ours
+    except Exception:  # noqa: BLE001 - a broken unrelated file is pytest's business, not ours
         return None
 
 

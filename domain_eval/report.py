@@ -310,7 +310,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-def _domains(row: Row, limit: int = 10) -> list[dict[str, Any]]:
+def _domains(row: Row, limit: int | None = 10) -> list[dict[str, Any]]:
     """Unique generated domains of a row across samples, first occurrence kept, in order."""
     seen: dict[str, dict[str, Any]] = {}
     for sample in row.get("samples") or []:

@@ -24,15 +24,11 @@ SAFETY_FILTER = "safety-filter"
 
 
 def _domains(row: Row) -> list[dict[str, Any]]:
-    seen: dict[str, dict[str, Any]] = {}
-    for sample in row.get("samples") or []:
-        scores = {s.get("domain"): s.get("overall") for s in (sample or {}).get("scores") or [] if isinstance(s, Mapping)}
-        for d in (sample or {}).get("domains") or []:
-            name = d.get("domain") if isinstance(d, Mapping) else None
-            if name and name not in seen:
-                score = d.get("overall", d.get("score", scores.get(name)))
-                seen[name] = {"d": name, "s": score, "f": d.get("fills_slot", True)}
-    return list(seen.values())
+    """Every distinct generated name with its judge score and whether it fills a slot."""
+    from domain_eval.report import _domains as unique_domains
+
+    return [{"d": d["domain"], "s": d.get("overall"), "f": d.get("fills_slot", True)}
+            for d in unique_domains(row, limit=None)]
 
 
 def _dropped(row: Row) -> list[str]:

@@ -229,7 +229,10 @@ class EvalSession:
         loaded, judge = self._loaded(outputs), self._judge_used(outputs)
         compat = compat_of(self.options, judge, loaded)
         meta = self.run_meta(outputs, compat, loaded, judge)
-        compatible = self.baseline is not None and not gating.incompatibilities(self.baseline.get("compat", {}), compat)
+        # What the baseline's scores depend on must match, both for the report's per-case
+        # regressions and for the gate.
+        problems = gating.incompatibilities(self.baseline.get("compat", {}), compat) if self.baseline is not None else []
+        compatible = self.baseline is not None and not problems
         if self.options.report:
             try:
                 self.run_dir = report.write_report(rows, self.options.report_dir, meta,
@@ -239,7 +242,6 @@ class EvalSession:
                 self.progress(f"could not write the report: {exc}")
         status = session.exitstatus
         if self.baseline is not None:
-            problems = gating.incompatibilities(self.baseline.get("compat", {}), compat)
             if problems:
                 self.gate_error = (f"{self.options.baseline} cannot be compared with this run; what its scores depend on differs:\n  "
                                    + "\n  ".join(problems))
