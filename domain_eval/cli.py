@@ -1,4 +1,4 @@
-"""``domain-eval`` command line: generate | safety | judge | train | report.
+"""``domain-eval`` command line: generate | safety | judge | judge-agreement | train | report.
 
 Each sub-command lives beside the code it drives: a module exposes
 ``add_cli(subparsers)`` that registers its parser and sets ``func``. Modules are
@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "domain_eval.generation_cli",
     "domain_eval.safety",
     "domain_eval.judges.cli",
+    "domain_eval.judges.agreement",
     "training.cli",
     "domain_eval.report_cli",
 )

@@ -69,7 +69,7 @@ class EvalOptions:
     base: str = "smollm2-135m"
     quant: str = "4bit"
     cpu_kernel: str = "dequantized"
-    judge: str = "heuristic"
+    judge: str = "learned"
     judge_model: str | None = None
     judge_cache: str | None = None
     samples: int = 1

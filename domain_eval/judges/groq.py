@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from domain_eval.judges.base import CRITERIA, DomainScore, JudgeError, JudgeResult
@@ -43,17 +44,19 @@ KNOWN_MODELS = (DEFAULT_MODEL, LEGACY_MODEL)
 API_KEY_ENV = "GROQ_API_KEY"
 BASE_URL_ENV = "GROQ_BASE_URL"
 
-SYSTEM_PROMPT = """You are an expert brand strategist and a strict, consistent judge of domain names.
-You rate candidate domain names for a business on five criteria, each an integer from 1 (very poor) to 10 (excellent):
-- relevance: how clearly the name relates to this specific business (its offer, audience or place).
-- memorability: easy to remember, spell and say after hearing it once; short beats long.
-- brandability: could become a distinctive brand; pronounceable, not generic, not a plain list of keywords.
-- technical_quality: a valid, clean domain: no invalid characters, few or no hyphens and digits, reasonable
-  length, and a top-level domain that fits (.com is broadly best; .io/.ai/.dev suit technical businesses;
-  a country TLD suits a local business in that country and misleads elsewhere). An invalid domain scores 1.
-- creativity: original and clever rather than a verbatim copy of the description or a generic phrase.
-Judge each domain exactly as written, independently of the others. Use the full 1-10 range.
-Reply with a single JSON object and nothing else."""
+def _rubric() -> str:
+    """The raters' rubric (``domain_eval/data/judge_rubric.md``) without its notes for human raters.
+
+    The LLM judge reads the very text the human raters followed, so its scores mean the same
+    thing and ``domain-eval judge-agreement`` compares like with like."""
+    text = (Path(__file__).resolve().parent.parent / "data" / "judge_rubric.md").read_text(encoding="utf-8")
+    return text.split("## Rules for raters")[0].strip()
+
+
+SYSTEM_PROMPT = ("You are a careful, consistent rater of domain names for businesses. Follow this rubric exactly.\n\n"
+                 + _rubric()
+                 + "\n\nJudge each domain exactly as written, independently of the others. An invalid domain scores 1 "
+                   "on every criterion. Reply with a single JSON object and nothing else.")
 
 USER_TEMPLATE = """Business description:
 {description}
@@ -62,14 +65,14 @@ Candidate domains (JSON array; rate each exactly once and copy each domain strin
 {domains_json}
 
 Reply with only this JSON object:
-{{"scores": [{{"domain": "<domain as given>", "relevance": <1-10>, "memorability": <1-10>, "brandability": <1-10>, "technical_quality": <1-10>, "creativity": <1-10>, "rationale": "<one short sentence>"}}]}}"""
+{{"scores": [{{"domain": "<domain as given>", "relevance": <1-10>, "memorability": <1-10>, "brandability": <1-10>, "technical_quality": <1-10>, "creativity": <1-10>, "overall": <1-10>, "rationale": "<one short sentence>"}}]}}"""
 
 _REQUEST_PARAMS = {"temperature": 0, "response_format": {"type": "json_object"}}
 #: Identifies the prompt and request parameters: part of the judge version, hence of the cache key.
 PROMPT_HASH = hashlib.sha256(
     json.dumps([SYSTEM_PROMPT, USER_TEMPLATE, _REQUEST_PARAMS], sort_keys=True).encode()
 ).hexdigest()[:12]
-GROQ_JUDGE_VERSION = f"1.0+prompt.{PROMPT_HASH}"
+GROQ_JUDGE_VERSION = f"2.0+prompt.{PROMPT_HASH}"
 
 
 class _RequestFailed(Exception):
@@ -143,7 +146,7 @@ def parse_reply(content: str | None, requested: list[str]) -> tuple[dict[str, Do
         item = items[0]
         crit: dict[str, float] = {}
         problem = None
-        for c in CRITERIA:
+        for c in (*CRITERIA, "overall"):
             v = item.get(c)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 problem = f"criterion {c!r} is not a number: {v!r}"
@@ -158,7 +161,8 @@ def parse_reply(content: str | None, requested: list[str]) -> tuple[dict[str, Do
         if problem:
             bad[domain] = problem
         else:
-            good[domain] = DomainScore.scored(domain, crit, rationale=rationale)
+            overall = crit.pop("overall")
+            good[domain] = DomainScore.scored(domain, crit, rationale=rationale, overall=overall)
     return good, bad
 
 

@@ -1,0 +1,271 @@
+"""Build and measure the learned judge (:mod:`domain_eval.judges.learned`) from ``data/ratings``.
+
+    python -m training.judge_model compare            # every design on the dev split
+    python -m training.judge_model train              # fit the chosen design on train+dev, write the weights
+    python -m training.judge_model evaluate --split test   # the frozen test split (look once)
+
+Deterministic: features are deterministic, the trees use a fixed seed and no subsampling.
+Needs scikit-learn and scipy (the ``test`` extra); the judge itself needs only numpy.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from domain_eval.judges.base import CRITERIA
+from domain_eval.judges.features import FEATURE_NAMES, FEATURE_VERSION, featurize
+from domain_eval.judges.learned import TARGETS, shipped_paths
+from training.judge_corpus import DEFAULT_DIR, RatedPair, load_corpus, spearman
+
+__all__ = ["Design", "DESIGNS", "CHOSEN", "features_of", "fit", "export", "main"]
+
+
+@dataclass(frozen=True)
+class Design:
+    """One judge design: which features, which regressor."""
+
+    name: str
+    kind: str  # "gbm" | "ridge"
+    drop: tuple[str, ...] = ()  # feature-name prefixes left out
+    trees: int = 300
+    depth: int = 3
+    rate: float = 0.05
+    min_leaf: int = 8
+
+    def columns(self) -> list[int]:
+        return [i for i, n in enumerate(FEATURE_NAMES) if not any(n.startswith(d) for d in self.drop)]
+
+
+DESIGNS: tuple[Design, ...] = (
+    Design("ridge/all", "ridge"),
+    Design("gbm/all", "gbm"),
+    Design("gbm/no-e5", "gbm", drop=("e5_",)),
+    Design("gbm/no-heuristic", "gbm", drop=("hx_",)),
+    Design("gbm/all-deep", "gbm", depth=4, trees=400, rate=0.03),
+    Design("gbm/all-shallow", "gbm", depth=2, trees=600, rate=0.05),
+)
+#: The design shipped (chosen on dev; see training/README.md).
+CHOSEN = "gbm/all"
+
+
+def features_of(pairs: list[RatedPair]) -> Any:
+    """Feature matrix in ``pairs`` order, one featurize call per description."""
+    import numpy as np
+
+    by_desc: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        by_desc.setdefault(p.desc_id, []).append(i)
+    X = np.zeros((len(pairs), len(FEATURE_NAMES)))
+    for idx in by_desc.values():
+        feats = featurize(pairs[idx[0]].description, [pairs[i].domain for i in idx])
+        for i, row in zip(idx, feats.rows):
+            X[i] = row
+    return X
+
+
+def _targets(pairs: list[RatedPair]) -> Any:
+    import numpy as np
+
+    return np.array([[p.label[t] for t in TARGETS] for p in pairs])
+
+
+def fit(design: Design, X: Any, Y: Any) -> dict[str, Any]:
+    """One regressor per target."""
+    cols = design.columns()
+    models = {}
+    for j, target in enumerate(TARGETS):
+        if design.kind == "ridge":
+            from sklearn.linear_model import RidgeCV
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            m = make_pipeline(StandardScaler(), RidgeCV(alphas=(0.1, 1.0, 10.0, 100.0)))
+        else:
+            from sklearn.ensemble import GradientBoostingRegressor
+
+            m = GradientBoostingRegressor(n_estimators=design.trees, max_depth=design.depth, learning_rate=design.rate,
+                                          min_samples_leaf=design.min_leaf, subsample=1.0, random_state=0)
+        m.fit(X[:, cols], Y[:, j])
+        models[target] = m
+    return models
+
+
+def predict(design: Design, models: dict[str, Any], X: Any) -> Any:
+    import numpy as np
+
+    cols = design.columns()
+    return np.clip(np.column_stack([models[t].predict(X[:, cols]) for t in TARGETS]), 1, 10)
+
+
+def measure(pairs: list[RatedPair], pred: Any) -> dict[str, Any]:
+    """Spearman rho and MAE of predicted overall vs the raters' mean; per language too."""
+    y = [p.label["overall"] for p in pairs]
+    out: dict[str, Any] = {"n": len(pairs), "rho": spearman(list(pred[:, 0]), y),
+                           "mae": statistics.fmean(abs(a - b) for a, b in zip(pred[:, 0], y))}
+    out["criteria_rho"] = {c: spearman(list(pred[:, j + 1]), [p.label[c] for p in pairs]) for j, c in enumerate(CRITERIA)}
+    langs: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        langs.setdefault(p.lang, []).append(i)
+    out["by_language"] = {lg: {"n": len(ix), "rho": spearman([pred[i, 0] for i in ix], [y[i] for i in ix]),
+                               "mae": statistics.fmean(abs(pred[i, 0] - y[i]) for i in ix)} for lg, ix in sorted(langs.items())}
+    return out
+
+
+def _raters_ceiling(pairs: list[RatedPair]) -> dict[str, float]:
+    a = [p.ratings[0]["overall"] for p in pairs]
+    b = [p.ratings[1]["overall"] for p in pairs]
+    return {"rho": spearman(a, b), "mae": statistics.fmean(abs(x - y) for x, y in zip(a, b))}
+
+
+def _format(name: str, m: dict[str, Any]) -> str:
+    langs = " ".join(f"{lg}:{v['rho']:.2f}" for lg, v in m["by_language"].items())
+    return f"{name:<20} rho {m['rho']:.3f}  MAE {m['mae']:.2f}  | {langs}"
+
+
+def _heuristic_pred(pairs: list[RatedPair], name: str) -> Any:
+    import numpy as np
+
+    from domain_eval.judges import make_judge
+
+    judge = make_judge(name)
+    pred = np.zeros((len(pairs), len(TARGETS)))
+    by_desc: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        by_desc.setdefault(p.desc_id, []).append(i)
+    for idx in by_desc.values():
+        res = judge.score(pairs[idx[0]].description, [pairs[i].domain for i in idx])
+        for i, s in zip(idx, res.scores):
+            pred[i, 0] = s.overall if s.overall is not None else 1.0
+            for j, c in enumerate(CRITERIA):
+                pred[i, j + 1] = s.criteria[c] if s.criteria else 1.0
+    return pred
+
+
+def export(design: Design, models: dict[str, Any], trained_on: dict[str, Any]) -> tuple[Path, Path]:
+    """Write the shipped header and weights (trees as flat, padded arrays)."""
+    import numpy as np
+
+    if design.kind != "gbm":
+        raise ValueError("only tree designs are exported")
+    arrays: dict[str, Any] = {}
+    cols = design.columns()
+    for target, m in models.items():
+        trees = [est[0].tree_ for est in m.estimators_]
+        width = max(t.node_count for t in trees)
+        feat = np.full((len(trees), width), -1, dtype=np.int16)
+        thr = np.zeros((len(trees), width), dtype=np.float64)
+        left = np.zeros((len(trees), width), dtype=np.int16)
+        right = np.zeros((len(trees), width), dtype=np.int16)
+        value = np.zeros((len(trees), width), dtype=np.float64)
+        for k, t in enumerate(trees):
+            n = t.node_count
+            leaf = t.children_left[:n] < 0
+            # Map the design's column index back to the full feature row.
+            feat[k, :n] = np.where(leaf, -1, np.array(cols)[np.where(leaf, 0, t.feature[:n])])
+            thr[k, :n] = t.threshold[:n]
+            left[k, :n] = np.where(leaf, 0, t.children_left[:n])
+            right[k, :n] = np.where(leaf, 0, t.children_right[:n])
+            value[k, :n] = t.value[:n, 0, 0]
+        arrays.update({f"{target}.init": np.float64(m.init_.constant_[0][0]), f"{target}.rate": np.float64(m.learning_rate),
+                       f"{target}.feature": feat, f"{target}.threshold": thr, f"{target}.left": left,
+                       f"{target}.right": right, f"{target}.value": value})
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    blob = buf.getvalue()
+    header_path, weights_path = shipped_paths()
+    weights_path.write_bytes(blob)
+    header = {"design": design.name, "feature_version": FEATURE_VERSION, "features": list(FEATURE_NAMES),
+              "targets": list(TARGETS), "sha256": hashlib.sha256(blob).hexdigest(), "trained_on": trained_on}
+    header_path.write_text(json.dumps(header, indent=1) + "\n", encoding="utf-8")
+    return header_path, weights_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.judge_model", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare", help="fit every design on train, measure on dev (and today's heuristic judges)")
+    c.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    t = sub.add_parser("train", help="fit the chosen design on train+dev and write domain_eval/data/judge_model.*")
+    t.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    t.add_argument("--design", default=CHOSEN, choices=[d.name for d in DESIGNS if d.kind == "gbm"])
+    e = sub.add_parser("evaluate", help="measure the shipped judge on a split")
+    e.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    e.add_argument("--split", choices=("dev", "test"), default="dev")
+    e.add_argument("--worst", type=int, default=20, help="print the N pairs with the largest disagreement")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "compare":
+        pairs = load_corpus(args.dir)
+        train = [p for p in pairs if p.split == "train"]
+        dev = [p for p in pairs if p.split == "dev"]
+        t0 = time.perf_counter()
+        Xtr, Xdev = features_of(train), features_of(dev)
+        print(f"features: {len(train)} train, {len(dev)} dev pairs in {time.perf_counter() - t0:.0f} s")
+        ceiling = _raters_ceiling(dev)
+        print(f"{'raters (a vs b)':<20} rho {ceiling['rho']:.3f}  MAE {ceiling['mae']:.2f}")
+        for name in ("heuristic", "heuristic-lexical"):
+            print(_format(name, measure(dev, _heuristic_pred(dev, name))))
+        for design in DESIGNS:
+            models = fit(design, Xtr, _targets(train))
+            print(_format(design.name, measure(dev, predict(design, models, Xdev))))
+        return 0
+    if args.cmd == "train":
+        design = next(d for d in DESIGNS if d.name == args.design)
+        pairs = load_corpus(args.dir)
+        fit_pairs = [p for p in pairs if p.split in ("train", "dev")]
+        dev = [p for p in pairs if p.split == "dev"]
+        # Dev numbers are from a train-only fit (what compare measured); the shipped trees see dev too.
+        dev_m = measure(dev, predict(design, fit(design, features_of([p for p in pairs if p.split == "train"]),
+                                                    _targets([p for p in pairs if p.split == "train"])), features_of(dev)))
+        models = fit(design, features_of(fit_pairs), _targets(fit_pairs))
+        paths = export(design, models, {"pairs": len(fit_pairs), "splits": ["train", "dev"],
+                                        "dev_rho_train_only": round(dev_m["rho"], 4), "dev_mae_train_only": round(dev_m["mae"], 4)})
+        print(f"wrote {paths[0]} and {paths[1]} ({paths[1].stat().st_size} bytes); dev (train-only fit): "
+              f"rho {dev_m['rho']:.3f} MAE {dev_m['mae']:.2f}")
+        return 0
+    # evaluate
+    import numpy as np
+
+    from domain_eval.judges.learned import LearnedJudge
+
+    pairs = [p for p in load_corpus(args.dir, include_test=args.split == "test") if p.split == args.split]
+    judge = LearnedJudge()
+    pred = np.zeros((len(pairs), len(TARGETS)))
+    by_desc: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        by_desc.setdefault(p.desc_id, []).append(i)
+    for idx in by_desc.values():
+        res = judge.score(pairs[idx[0]].description, [pairs[i].domain for i in idx])
+        for i, s in zip(idx, res.scores):
+            pred[i] = [s.overall, *(s.criteria[c] for c in CRITERIA)] if s.ok else [np.nan] * len(TARGETS)
+    ok = ~np.isnan(pred[:, 0])
+    pairs = [p for p, k in zip(pairs, ok) if k]
+    pred = pred[ok]
+    m = measure(pairs, pred)
+    ceiling = _raters_ceiling(pairs)
+    print(f"split {args.split}: {len(pairs)} pairs; judge {judge.version}")
+    print(f"{'raters (a vs b)':<20} rho {ceiling['rho']:.3f}  MAE {ceiling['mae']:.2f}")
+    print(_format("learned", m))
+    print("criteria rho: " + ", ".join(f"{c} {v:.2f}" for c, v in m["criteria_rho"].items()))
+    for lg, v in m["by_language"].items():
+        print(f"  {lg}: n={v['n']} rho {v['rho']:.3f} MAE {v['mae']:.2f}")
+    if args.worst:
+        order = np.argsort([-abs(pred[i, 0] - p.label["overall"]) for i, p in enumerate(pairs)])[: args.worst]
+        print(f"largest disagreements (judge vs raters' mean overall):")
+        for i in order:
+            p = pairs[i]
+            print(f"  {pred[i, 0]:4.1f} vs {p.label['overall']:4.1f}  {p.domain:<32} [{p.lang}] {p.description[:70]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
