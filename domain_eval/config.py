@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from domain_eval.scoring import DEFAULT_MAX_REGRESSION
+
 BASE = "base"
 ALL = "all"
 
@@ -81,7 +83,7 @@ class EvalOptions:
     report_dir: str = "results"
     baseline: str | None = None
     write_baseline: str | None = None
-    max_regression: float = 0.5
+    max_regression: float = DEFAULT_MAX_REGRESSION
     max_yield_drop: float = 0.1
     gate_models: list[str] | None = None  # None: every model is gated
     safety_policies: list[str] = field(default_factory=list)

@@ -22,7 +22,7 @@ import pytest
 from domain_eval.cases import Case, CaseDefaults, CaseError, load_case_file
 from domain_eval.config import ConfigError, EvalOptions, model_label, parse_float, parse_int
 from domain_eval.project import ProjectConfig, case_roots, find_project
-from domain_eval.scoring import SAFETY_FILTER, CaseResult, format_failure
+from domain_eval.scoring import DEFAULT_MAX_REGRESSION, SAFETY_FILTER, CaseResult, format_failure
 from domain_eval.session import ITEM_ID, RESULT_PROPERTY, EvalSession
 
 RUN_KEY = pytest.StashKey["Any"]()
@@ -46,7 +46,7 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--seed", "domain_eval_seed", "string", "0", "first seed for sampled generations."),
     ("--report-dir", "domain_eval_report_dir", "string", "results", "where results/<run-id>/ and results/latest are written."),
     ("--baseline", "domain_eval_baseline", "string", None, "baseline JSON to gate against (paired on case ids)."),
-    ("--max-regression", "domain_eval_max_regression", "string", "0.5", "largest allowed drop of a group's mean slot score (1-10) against --baseline."),
+    ("--max-regression", "domain_eval_max_regression", "string", str(DEFAULT_MAX_REGRESSION), "largest allowed drop of a group's mean slot score (1-10) against --baseline."),
     ("--max-yield-drop", "domain_eval_max_yield_drop", "string", "0.1", "largest allowed drop of a group's mean yield (0-1) against --baseline."),
     ("--write-baseline", "domain_eval_write_baseline", "string", None, "write this run's per-case scores as a baseline JSON."),
     ("--gate-model", "domain_eval_gate_models", "args", None, "models whose score thresholds fail the run (comma list, repeatable); others are reported as xfail. Default: all."),

@@ -27,7 +27,7 @@ from tabulate import tabulate
 
 from domain_eval.cases import CATEGORIES
 from domain_eval.judges.base import CRITERIA
-from domain_eval.scoring import SAFETY_FILTER, quote
+from domain_eval.scoring import DEFAULT_MAX_REGRESSION, SAFETY_FILTER, quote
 from domain_eval.stats import as_number, bootstrap_ci, mean_or_none
 
 __all__ = [
@@ -569,7 +569,7 @@ def write_report(
     run_id: str | None = None,
     seed: int = 0,
     baseline_cases: Mapping[str, Mapping[str, Any]] | None = None,
-    max_drop: float = 0.5,
+    max_drop: float = DEFAULT_MAX_REGRESSION,
 ) -> Path:
     """Write ``<results_root>/<run_id>/`` and repoint ``latest``; return the run dir.
 

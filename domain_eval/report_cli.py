@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from domain_eval.scoring import DEFAULT_MAX_REGRESSION
+
 __all__ = ["EXIT_OK", "EXIT_REGRESSION", "EXIT_USAGE", "add_cli", "run", "run_compat"]
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -45,8 +47,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("github", "simple", "csv"), default="github", help="table format (default: github)")
     p.add_argument("--pivot", action="store_true", help="wide view: category x model cells 'slot score [ci_lo, ci_hi]'")
     p.add_argument("--baseline", metavar="PATH", help="baseline JSON to gate against (exit 1 on regression, 2 if incompatible)")
-    p.add_argument("--max-regression", type=float, default=0.5, metavar="POINTS",
-                   help="largest allowed drop of a group's mean slot score, in points of the 1-10 scale (default: 0.5)")
+    p.add_argument("--max-regression", type=float, default=DEFAULT_MAX_REGRESSION, metavar="POINTS",
+                   help="largest allowed drop of a group's mean slot score, in points of the 1-10 scale (default: %(default)s)")
     p.add_argument("--max-yield-drop", type=float, default=0.1, metavar="FRACTION",
                    help="largest allowed drop of a group's mean yield (valid distinct domains / n), as a fraction: "
                    "0.1 = 10 percentage points (default: 0.1)")

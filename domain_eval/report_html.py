@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from domain_eval.scoring import DEFAULT_MAX_REGRESSION
+
 __all__ = ["render_html"]
 
 Row = Mapping[str, Any]
@@ -138,7 +140,7 @@ draw();
 
 def render_html(rows: Sequence[Row], run_id: str, run_meta: Mapping[str, Any], comp: Sequence[Mapping[str, Any]],
                 chart: Path | None, baseline_cases: Mapping[str, Mapping[str, Any]] | None = None,
-                max_drop: float = 0.5) -> str:
+                max_drop: float = DEFAULT_MAX_REGRESSION) -> str:
     """The page as one string (see the module docstring)."""
     models, cases = _case_data(rows, baseline_cases, max_drop)
     data = {"models": models, "cases": cases, "has_baseline": baseline_cases is not None,

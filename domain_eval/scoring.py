@@ -32,6 +32,10 @@ SCORING_VERSION = 2
 RESULT_SCHEMA = 2
 #: The score of an empty slot: the bottom of the judge's 1-10 scale.
 FLOOR = 1.0
+#: Default largest drop of a group's mean slot score that the baseline gate allows, in points.
+#: Set for the learned judge's scale, where v3 sits 0.68 above v2 overall (1.22 above the
+#: floor); 0.5 suited the heuristic judge, whose scores sat 3.6 above the floor.
+DEFAULT_MAX_REGRESSION = 0.25
 #: The pseudo-model that owns cases expected to be blocked: the safety filter decides them
 #: before any model runs, so they are one item each, not one per model.
 SAFETY_FILTER = "safety-filter"

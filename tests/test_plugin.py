@@ -421,10 +421,10 @@ def test_case_xfail_marks_a_known_failure_of_one_model(project: pytest.Pytester)
 def test_option_values_from_ini_and_cli(project: pytest.Pytester) -> None:
     from domain_eval.plugin import build_options
 
-    config = project.parseconfigure("--model", "a1", "--samples", "3", "--seed", "5", "--max-regression", "0.25")
+    config = project.parseconfigure("--model", "a1", "--samples", "3", "--seed", "5", "--max-regression", "0.4")
     opts = build_options(config)
-    assert opts.models == ["a1"] and opts.samples == 3 and opts.seed == 5 and opts.max_regression == 0.25
-    assert opts.quant == "none" and opts.judge == "heuristic" and opts.max_prompt_tokens is None
+    assert opts.models == ["a1"] and opts.samples == 3 and opts.seed == 5 and opts.max_regression == 0.4
+    assert opts.quant == "none" and opts.judge == "learned" and opts.max_prompt_tokens is None
     assert build_options(project.parseconfigure()).models == ["a1", "a2"]
 
 

@@ -52,7 +52,8 @@ DESIGNS: tuple[Design, ...] = (
     Design("gbm/all-deep", "gbm", depth=4, trees=400, rate=0.03),
     Design("gbm/all-shallow", "gbm", depth=2, trees=600, rate=0.05),
 )
-#: The design shipped (chosen on dev; see training/README.md).
+#: The design shipped: within 0.01 of the best on dev and in grouped cross-validation, ahead of no-e5 on
+#: German, and the cheapest such design (README, "The judge").
 CHOSEN = "gbm/all"
 
 
@@ -220,13 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "train":
         design = next(d for d in DESIGNS if d.name == args.design)
-        pairs = load_corpus(args.dir)
-        fit_pairs = [p for p in pairs if p.split in ("train", "dev")]
+        pairs = [p for p in load_corpus(args.dir) if p.split in ("train", "dev")]
+        X, Y = features_of(pairs), _targets(pairs)
+        is_train = [p.split == "train" for p in pairs]
+        is_dev = [not t for t in is_train]
         dev = [p for p in pairs if p.split == "dev"]
         # Dev numbers are from a train-only fit (what compare measured); the shipped trees see dev too.
-        dev_m = measure(dev, predict(design, fit(design, features_of([p for p in pairs if p.split == "train"]),
-                                                    _targets([p for p in pairs if p.split == "train"])), features_of(dev)))
-        models = fit(design, features_of(fit_pairs), _targets(fit_pairs))
+        dev_m = measure(dev, predict(design, fit(design, X[is_train], Y[is_train]), X[is_dev]))
+        models = fit(design, X, Y)
+        fit_pairs = pairs
         paths = export(design, models, {"pairs": len(fit_pairs), "splits": ["train", "dev"],
                                         "dev_rho_train_only": round(dev_m["rho"], 4), "dev_mae_train_only": round(dev_m["mae"], 4)})
         print(f"wrote {paths[0]} and {paths[1]} ({paths[1].stat().st_size} bytes); dev (train-only fit): "

