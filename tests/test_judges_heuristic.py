@@ -204,7 +204,7 @@ check_judge_config("heuristic-lexical")
 lex = make_judge("heuristic-lexical").score("mobile dog grooming service", ["groomvan.com", "xqzvtr.com"])
 print("lexical", lex.judge["version"], lex.errors, lex.scores[0].overall > lex.scores[1].overall)
 from domain_eval.cli import main
-print("cli rc", main(["judge", "mobile dog grooming service", "groomvan.com"]))
+print("cli rc", main(["judge", "--judge", "heuristic", "mobile dog grooming service", "groomvan.com"]))
 print("heavy", sorted(m for m in ("torch", "transformers") if m in sys.modules))
 """
 

