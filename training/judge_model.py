@@ -131,23 +131,28 @@ def _format(name: str, m: dict[str, Any]) -> str:
     return f"{name:<20} rho {m['rho']:.3f}  MAE {m['mae']:.2f}  | {langs}"
 
 
-def _heuristic_pred(pairs: list[RatedPair], name: str) -> Any:
+def judge_pairs(judge: Any, pairs: list[RatedPair]) -> Any:
+    """A judge's (overall, *criteria) per pair, one request per description; NaN where it errs."""
     import numpy as np
 
-    from domain_eval.judges import make_judge
-
-    judge = make_judge(name)
-    pred = np.zeros((len(pairs), len(TARGETS)))
+    pred = np.full((len(pairs), len(TARGETS)), np.nan)
     by_desc: dict[str, list[int]] = {}
     for i, p in enumerate(pairs):
         by_desc.setdefault(p.desc_id, []).append(i)
     for idx in by_desc.values():
         res = judge.score(pairs[idx[0]].description, [pairs[i].domain for i in idx])
         for i, s in zip(idx, res.scores):
-            pred[i, 0] = s.overall if s.overall is not None else 1.0
-            for j, c in enumerate(CRITERIA):
-                pred[i, j + 1] = s.criteria[c] if s.criteria else 1.0
+            if s.ok:
+                pred[i] = [s.overall, *(s.criteria[c] for c in CRITERIA)]
     return pred
+
+
+def _scored_only(pairs: list[RatedPair], pred: Any) -> tuple[list[RatedPair], Any, int]:
+    """Pairs the judge scored (an error is never turned into a score), and how many it did not."""
+    import numpy as np
+
+    ok = ~np.isnan(pred[:, 0])
+    return [p for p, k in zip(pairs, ok) if k], pred[ok], int((~ok).sum())
 
 
 def export(design: Design, models: dict[str, Any], trained_on: dict[str, Any]) -> tuple[Path, Path]:
@@ -214,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         ceiling = _raters_ceiling(dev)
         print(f"{'raters (a vs b)':<20} rho {ceiling['rho']:.3f}  MAE {ceiling['mae']:.2f}")
         for name in ("heuristic", "heuristic-lexical"):
-            print(_format(name, measure(dev, _heuristic_pred(dev, name))))
+            from domain_eval.judges import make_judge
+
+            scored, pred, errors = _scored_only(dev, judge_pairs(make_judge(name), dev))
+            print(_format(name, measure(scored, pred)) + (f"  ({errors} errors left out)" if errors else ""))
         for design in DESIGNS:
             models = fit(design, Xtr, _targets(train))
             print(_format(design.name, measure(dev, predict(design, models, Xdev))))
@@ -242,17 +250,9 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = [p for p in load_corpus(args.dir, include_test=args.split == "test") if p.split == args.split]
     judge = LearnedJudge()
-    pred = np.zeros((len(pairs), len(TARGETS)))
-    by_desc: dict[str, list[int]] = {}
-    for i, p in enumerate(pairs):
-        by_desc.setdefault(p.desc_id, []).append(i)
-    for idx in by_desc.values():
-        res = judge.score(pairs[idx[0]].description, [pairs[i].domain for i in idx])
-        for i, s in zip(idx, res.scores):
-            pred[i] = [s.overall, *(s.criteria[c] for c in CRITERIA)] if s.ok else [np.nan] * len(TARGETS)
-    ok = ~np.isnan(pred[:, 0])
-    pairs = [p for p, k in zip(pairs, ok) if k]
-    pred = pred[ok]
+    pairs, pred, errors = _scored_only(pairs, judge_pairs(judge, pairs))
+    if errors:
+        print(f"{errors} pairs the judge could not score are left out")
     m = measure(pairs, pred)
     ceiling = _raters_ceiling(pairs)
     print(f"split {args.split}: {len(pairs)} pairs; judge {judge.version}")
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {lg}: n={v['n']} rho {v['rho']:.3f} MAE {v['mae']:.2f}")
     if args.worst:
         order = np.argsort([-abs(pred[i, 0] - p.label["overall"]) for i, p in enumerate(pairs)])[: args.worst]
-        print(f"largest disagreements (judge vs raters' mean overall):")
+        print("largest disagreements (judge vs raters' mean overall):")
         for i in order:
             p = pairs[i]
             print(f"  {pred[i, 0]:4.1f} vs {p.label['overall']:4.1f}  {p.domain:<32} [{p.lang}] {p.description[:70]}")

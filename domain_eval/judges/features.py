@@ -320,8 +320,6 @@ def featurize(description: str, domains: Sequence[str]) -> PairFeatures:
         piece_lists.append((letters, pieces))
         label_texts.append(" ".join(p for p, _ in pieces) or text)
 
-    import numpy as np
-
     qv = embed([description], query=True)[0]
     n = len(domains)
     word_pieces = sorted({p for _, ps in piece_lists for p, w in ps if w and len(p) >= 3 and p not in STOPWORDS})
