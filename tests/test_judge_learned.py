@@ -48,6 +48,21 @@ def test_repetition_brand_misspelling_and_tld_features():
     assert fit[3] == 1.0 and misfit[6] == 1.0 and misfit[3] == 0.0
 
 
+def test_embeddings_do_not_depend_on_the_batch():
+    """What lets the embedding cache stand in for a fresh call: a text's vector is the same alone."""
+    import numpy as np
+
+    from domain_eval.judges import features
+
+    texts = ["little kiln", "Kleine Bäckerei in München mit Sauerteigbrot", "東京の小さなラーメン屋", "x"]
+    features._EMBED_CACHE.clear()
+    batch = features.embed(texts, query=False)
+    features._EMBED_CACHE.clear()
+    alone = np.stack([features.embed([t], query=False)[0] for t in texts])
+    assert np.array_equal(batch, alone)
+    assert np.array_equal(features.embed(texts, query=False), batch)  # now from the cache
+
+
 def test_deterministic_and_batch_invariant(judge):
     desc = "family-run hardware store in Cork"
     alone = judge.score(desc, ["nailandbolt.ie"]).scores[0]

