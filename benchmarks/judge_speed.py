@@ -3,7 +3,7 @@
     python -m benchmarks.judge_speed [--run results/reference] [--repeat 2] [--json out.json]
 
 Work: every (description, valid names) request of a saved run (``cases.jsonl``; the reference
-run is 4 models x 136 allowed cases, 544 requests, 900 names), judged the way the plugin
+run is 4 models x 136 allowed cases: 407 requests that hold names, 900 names), judged the way the plugin
 judges it: one ``score`` call per generated sample, in order. Each pass runs in a fresh
 process, as an evaluation does: building the judge (imports, loading its encoder) is timed
 apart from judging, and caches start empty (the learned judge's embedding cache fills as it
