@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from domain_eval.judges.base import CRITERIA
+from domain_eval.judges.agreement import spearman  # the one Spearman (ties averaged; tested against scipy)
 
 __all__ = ["RatedPair", "CorpusError", "load_corpus", "DEFAULT_DIR", "SPLITS", "spearman"]
 
@@ -203,12 +204,6 @@ def assemble(writer_files: list[Path], outputs_file: Path, root: Path, sheets_di
                     w.writerow([p["pair"], text_of[desc_id], p["domain"]])
     counts["descriptions"], counts["pairs"] = len(descs), len(pairs)
     return counts
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
 
 
 def _report(pairs: list[RatedPair]) -> str:
