@@ -1,4 +1,4 @@
-"""``domain-eval`` command line: generate | safety | judge | judge-agreement | train | report.
+"""``domain-eval`` command line: generate | serve | export-base | safety | judge | judge-agreement | train | report.
 
 Each sub-command lives beside the code it drives: a module exposes
 ``add_cli(subparsers)`` that registers its parser and sets ``func``. Modules are
@@ -14,6 +14,7 @@ from typing import Sequence
 # Module -> provides add_cli(subparsers). Order is the order shown in --help.
 SUBCOMMAND_MODULES = (
     "domain_eval.generation_cli",
+    "domain_eval.serve_cli",
     "domain_eval.safety",
     "domain_eval.judges.cli",
     "domain_eval.judges.agreement",

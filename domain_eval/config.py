@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,6 +29,7 @@ class ConfigError(ValueError):
 
 
 SAFETY_CHOICES = ("local", "groq")
+BACKEND_CHOICES = ("local", "openai")
 
 
 def parse_int(value: Any, option: str, minimum: int | None = None) -> int:
@@ -90,6 +92,13 @@ class EvalOptions:
     safety: str = "local"  # "local" (rules + classifier) or "groq" (local, then LLM moderation)
     safety_model: str | None = None
     report: bool = True
+    backend: str = "local"  # "local" (this process loads the model) or "openai" (a server)
+    backend_url: str | None = None
+    backend_api_key: str | None = None  # the NAME of the environment variable holding the key
+    backend_concurrency: int = 16
+    backend_timeout: float = 120.0
+    backend_retries: int = 4
+    backend_models: dict[str, str] = field(default_factory=dict)  # model -> served model name
 
     def __post_init__(self) -> None:
         from domain_eval.models import CPU_KERNELS, QUANT_CHOICES  # cheap: no torch at import
@@ -107,8 +116,31 @@ class EvalOptions:
             problems.append(f"--safety must be {' or '.join(SAFETY_CHOICES)}, got {self.safety!r}")
         if self.cpu_kernel not in CPU_KERNELS:
             problems.append(f"--cpu-kernel must be {' or '.join(CPU_KERNELS)}, got {self.cpu_kernel!r}")
+        problems += self._backend_problems()
         if problems:
             raise ConfigError(problems)
+
+    def _backend_problems(self) -> list[str]:
+        if self.backend not in BACKEND_CHOICES:
+            return [f"--backend must be {' or '.join(BACKEND_CHOICES)}, got {self.backend!r}"]
+        problems = []
+        if self.backend == "openai" and not re.match(r"^https?://[^/\s]+", self.backend_url or ""):
+            problems.append("--backend openai needs --backend-url, the server's API root such as http://127.0.0.1:8000/v1"
+                            + (f" (got {self.backend_url!r})" if self.backend_url else ""))
+        if self.backend_api_key is not None:
+            # The option names a variable, so the key never lands in run.json's recorded arguments.
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.backend_api_key):
+                problems.append("--backend-api-key takes the NAME of an environment variable that holds the key "
+                                "(e.g. --backend-api-key VLLM_API_KEY), not the key itself")
+            elif not os.environ.get(self.backend_api_key):
+                problems.append(f"--backend-api-key {self.backend_api_key}: that environment variable is not set")
+        if self.backend_concurrency < 1:
+            problems.append(f"--backend-concurrency must be >= 1, got {self.backend_concurrency}")
+        if not (math.isfinite(self.backend_timeout) and self.backend_timeout > 0):
+            problems.append(f"--backend-timeout must be a number of seconds > 0, got {self.backend_timeout}")
+        if self.backend_retries < 0:
+            problems.append(f"--backend-retries must be >= 0, got {self.backend_retries}")
+        return problems
 
     def is_gated(self, model: str) -> bool:
         return self.gate_models is None or model in self.gate_models
@@ -159,7 +191,11 @@ def model_label(name: str) -> str:
 
 
 def check_models(options: EvalOptions) -> list[str]:
-    """Every requested adapter exists, is intact and was trained on the requested base."""
+    """Every requested adapter exists, is intact and was trained on the requested base. With a
+    server backend the server holds the adapters: :func:`domain_eval.openai_backend.check_server`
+    asks it instead."""
+    if options.backend != "local":
+        return []
     from domain_eval.models import ModelLoadError, adapter_base_name, canonical_base_name, resolve_adapter, validate_adapter
 
     problems = []

@@ -41,7 +41,9 @@ __all__ = ["BASELINE_VERSION", "COMPAT_FIELDS", "BaselineError", "GateResult", "
 BASELINE_VERSION = 2
 #: What a score depends on. A baseline and a run that differ in any of these are not compared.
 COMPAT_FIELDS = ("scoring_version", "judge", "judge_version", "judge_model", "base", "base_sha256", "quant",
-                 "kernel", "n", "samples", "seed", "max_new_tokens", "safety")
+                 "kernel", "n", "samples", "seed", "max_new_tokens", "safety", "backend", "served")
+#: Values of fields added after baselines were first written: every earlier baseline ran locally.
+_ASSUMED_BEFORE = {"backend": "local", "served": None}
 METRICS = ("score", "yield")
 
 Row = Mapping[str, Any]
@@ -90,7 +92,7 @@ def incompatibilities(baseline_compat: Mapping[str, Any], current: Mapping[str, 
     for name in COMPAT_FIELDS:
         if partial and current.get(name) is None:
             continue
-        theirs = baseline_compat.get(name)
+        theirs = baseline_compat.get(name, _ASSUMED_BEFORE.get(name))
         if theirs != current[name]:
             out.append(f"{name}: baseline {theirs!r}, this run {current[name]!r}")
     return out

@@ -240,33 +240,47 @@ class DomainNameGenerator:
         return [r for r in results if r is not None]
 
     def _generate_texts(self, prompts: list[list[int]], greedy: bool, seed: int | None, batch_no: int, n: int) -> tuple[list[str], list[int]]:
+        is_complete = self._answer_complete(n) if self.config.stop_when_complete else None
+        rows = self.decode_tokens(prompts, greedy=greedy, seed=(seed or 0) + batch_no,
+                                  max_new_tokens=self.config.max_new_tokens, is_complete=is_complete)
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows], [len(row) for row in rows]
+
+    def decode_tokens(
+        self,
+        prompts: list[list[int]],
+        *,
+        greedy: bool,
+        seed: int | None,
+        max_new_tokens: int,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        is_complete: Callable[[int, list[int]], bool] | None = None,
+    ) -> list[list[int]]:
+        """New token ids per prompt with the active adapter (ending with EOS where the model ended
+        its turn). Shared by :meth:`generate` and ``domain-eval serve``, so both decode alike."""
         import torch
 
         from domain_eval.decoding import DecodeSettings, decode
 
         tok = self.tokenizer
         settings = DecodeSettings(
-            max_new_tokens=self.config.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
             greedy=greedy,
-            temperature=self.config.temperature,
-            top_p=self.config.top_p,
+            temperature=self.config.temperature if temperature is None else temperature,
+            top_p=self.config.top_p if top_p is None else top_p,
             repetition_penalty=self.config.repetition_penalty,
             share_prefix=self.config.share_prefix,
         )
         generator = None
         if not greedy:
             generator = torch.Generator(device=self.loaded.device)
-            generator.manual_seed((seed or 0) + batch_no)
-        is_complete = self._answer_complete(n) if self.config.stop_when_complete else None
+            generator.manual_seed(seed or 0)
         if self.active == BASE_ADAPTER and self.adapter_paths:
             with self.model.disable_adapter():
-                new = decode(self.model, prompts, settings, is_complete, generator)
-        else:
-            new = decode(self.model, prompts, settings, is_complete, generator)
-        texts = [tok.decode(row, skip_special_tokens=True) for row in new]
-        return texts, [len(row) for row in new]
+                return decode(self.model, prompts, settings, is_complete, generator)
+        return decode(self.model, prompts, settings, is_complete, generator)
 
     def _answer_complete(self, n: int) -> Callable[[int, list[int]], bool]:
         """Stop a row once its finished lines hold ``n`` usable domains: what follows is never kept.

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from domain_eval.models import CPU_KERNELS, DEFAULT_BASE, QUANT_CHOICES
 
@@ -31,6 +32,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="sample with this seed (default: greedy decoding)")
     p.add_argument("--safety-policy", action="append", default=[], metavar="PATH", help="extra safety policy YAML (repeatable)")
     p.add_argument("--json", action="store_true", help='print [{"domain": ..., "confidence": ...}, ...]')
+    p.add_argument("--backend", choices=("local", "openai"), default="local",
+                   help="local: load the model here (default); openai: ask an OpenAI-compatible server at --backend-url "
+                   "(domain-eval serve, vLLM...) for --model, with the same prompt")
+    p.add_argument("--backend-url", default=None, help="the server's API root for --backend openai, e.g. http://127.0.0.1:8765/v1")
+    p.add_argument("--backend-api-key", default=None, metavar="ENV_VAR",
+                   help="NAME of the environment variable holding the server's API key (default: OPENAI_API_KEY, when set)")
     p.set_defaults(func=run)
 
 
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    if args.backend == "openai":
+        return _generate_remote(args, description, safety)
     from domain_eval.generation import DomainNameGenerator, GenerationConfig
     from domain_eval.models import ModelLoadError
 
@@ -86,6 +95,36 @@ def run(args: argparse.Namespace) -> int:
     _status(f"domain-eval: loaded in {loaded - start:.1f} s ({gen.loaded.quant}, {gen.loaded.kernel} on {gen.loaded.device}); generating ...")
     result = gen.generate([description], n=args.n, seed=args.seed)[0]
     _status(f"domain-eval: generated in {time.perf_counter() - loaded:.1f} s ({result.new_tokens} tokens)")
+    return _print(args, result)
+
+
+def _generate_remote(args: argparse.Namespace, description: str, safety: Any) -> int:
+    """The same prompt and parsing as local generation; the text comes from the server."""
+    from domain_eval.backends import GenerationFailure
+    from domain_eval.config import ConfigError, EvalOptions
+    from domain_eval.openai_backend import OpenAIBackend
+
+    try:
+        options = EvalOptions(models=[args.model], base=args.base, n=args.n, backend="openai",
+                              backend_url=args.backend_url, backend_api_key=args.backend_api_key, backend_concurrency=1)
+    except ConfigError as exc:
+        print("error: " + "\n  ".join(exc.problems), file=sys.stderr)
+        return EXIT_USAGE
+    backend = OpenAIBackend(options, safety)
+    start = time.perf_counter()
+    if error := backend.model_error(args.model):
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_LOAD
+    result = backend.generate(args.model, [description], args.seed)[0]
+    if isinstance(result, GenerationFailure):
+        print(f"error: {result.reason}", file=sys.stderr)
+        return EXIT_LOAD
+    _status(f"domain-eval: {args.model} at {args.backend_url} answered in {time.perf_counter() - start:.1f} s "
+            f"({result.new_tokens} tokens)")
+    return _print(args, result)
+
+
+def _print(args: argparse.Namespace, result: Any) -> int:
     if args.json:
         print(json.dumps([{"domain": d, "confidence": c} for d, c in result.domains], ensure_ascii=False))
     else:

@@ -53,6 +53,12 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--safety-policy", "domain_eval_safety_policies", "args", [], "extra safety policy YAML (repeatable)."),
     ("--safety", "domain_eval_safety", "string", "local", "safety layers: local (policy rules, then the shipped classifier) or groq (local, then an LLM moderation model; needs GROQ_API_KEY, and a failed request is a case error)."),
     ("--safety-model", "domain_eval_safety_model", "string", None, "moderation model for --safety groq (default: meta-llama/llama-guard-4-12b)."),
+    ("--backend", "domain_eval_backend", "string", "local", "where generations come from: local (this process loads the base and adapters) or openai (an OpenAI-compatible server at --backend-url: domain-eval serve, vLLM, llama.cpp, TGI, SGLang; workers then stay light clients)."),
+    ("--backend-url", "domain_eval_backend_url", "string", None, "the server's API root for --backend openai, e.g. http://127.0.0.1:8765/v1."),
+    ("--backend-api-key", "domain_eval_backend_api_key", "string", None, "NAME of the environment variable holding the server's API key (default: OPENAI_API_KEY, when set). The key is sent, never written."),
+    ("--backend-concurrency", "domain_eval_backend_concurrency", "string", "16", "most requests in flight per process (--backend openai)."),
+    ("--backend-timeout", "domain_eval_backend_timeout", "string", "120", "seconds to wait for an answer before a request is retried (--backend openai)."),
+    ("--backend-retries", "domain_eval_backend_retries", "string", "4", "retries after a 429, a 5xx, a timeout or a dropped connection, with exponential backoff honouring retry-after; then the case errors (--backend openai)."),
 ]
 _INI_ONLY: list[tuple[str, str, Any, str]] = [
     ("domain_eval_min_score", "string", str(CaseDefaults.min_score), "min slot score (1-10) when neither case nor file sets one"),
@@ -61,6 +67,7 @@ _INI_ONLY: list[tuple[str, str, Any, str]] = [
     ("domain_eval_batch_size", "string", "64", "most prompts per generation batch (long prompts go in smaller ones)"),
     ("domain_eval_max_new_tokens", "string", "64", "max generated tokens per case"),
     ("domain_eval_n", "string", "5", "domains requested per case"),
+    ("domain_eval_backend_models", "args", [], "--backend openai: served model names, MODEL=SERVED_NAME ... (default: the same name)"),
 ]
 
 
@@ -164,6 +171,10 @@ def build_options(config: pytest.Config) -> EvalOptions:
         max_prompt_tokens=None if max_prompt == "auto" else parsed(parse_int, max_prompt, "ini domain_eval_max_prompt_tokens", 1),
         max_regression=parsed(parse_float, get("--max-regression", "domain_eval_max_regression"), "--max-regression", 0),
         max_yield_drop=parsed(parse_float, get("--max-yield-drop", "domain_eval_max_yield_drop"), "--max-yield-drop", 0, 1),
+        backend_concurrency=parsed(parse_int, get("--backend-concurrency", "domain_eval_backend_concurrency"), "--backend-concurrency", 1),
+        backend_timeout=parsed(parse_float, get("--backend-timeout", "domain_eval_backend_timeout"), "--backend-timeout", 0.001),
+        backend_retries=parsed(parse_int, get("--backend-retries", "domain_eval_backend_retries"), "--backend-retries", 0),
+        backend_models=parsed(_model_map, _ini(config, "domain_eval_backend_models", "args")),
     )
     parsed(case_defaults, config)
     if problems:
@@ -185,8 +196,20 @@ def build_options(config: pytest.Config) -> EvalOptions:
         safety=get("--safety", "domain_eval_safety"),
         safety_model=get("--safety-model", "domain_eval_safety_model") or None,
         report=not config.getoption("domain_eval_no_report"),
+        backend=get("--backend", "domain_eval_backend"),
+        backend_url=get("--backend-url", "domain_eval_backend_url") or None,
+        backend_api_key=get("--backend-api-key", "domain_eval_backend_api_key") or None,
         **values,
     )
+
+
+def _model_map(entries: Any) -> dict[str, str]:
+    from domain_eval.openai_backend import parse_model_map
+
+    try:
+        return parse_model_map(_comma_list(entries))
+    except ValueError as exc:
+        raise ConfigError([f"ini domain_eval_backend_models: {exc}"]) from None
 
 
 def _make_judge(config: pytest.Config, options: EvalOptions) -> Any:
@@ -226,6 +249,10 @@ def _preflight(config: pytest.Config) -> tuple[EvalOptions, Any, dict | None]:
     options = build_options(config)
     problems = check_models(options) + check_report_paths(options)
     problems += _check_safety(options)
+    if options.backend == "openai" and not hasattr(config, "workerinput"):
+        from domain_eval.openai_backend import check_server
+
+        problems += check_server(options)  # once, in the controller: is it up, does it serve every model?
     judge = None
     try:
         judge = _make_judge(config, options)

@@ -13,6 +13,7 @@ SYSTEM_PROMPT = (
     "names, one per line, and nothing else."
 )
 PROMPT_VERSION = "v1"
+USER_PREFIX = "Suggest {n} domain names for this business: "
 
 
 def build_messages(description: str, n: int = 5) -> list[dict[str, str]]:
@@ -20,7 +21,7 @@ def build_messages(description: str, n: int = 5) -> list[dict[str, str]]:
     description = " ".join(description.split())
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Suggest {n} domain names for this business: {description}"},
+        {"role": "user", "content": USER_PREFIX.format(n=n) + description},
     ]
 
 
@@ -45,3 +46,10 @@ def build_training_text(tokenizer: Any, description: str, domains: Sequence[str]
     prompt = build_prompt(tokenizer, description, n=len(domains))
     eos = tokenizer.eos_token or ""
     return prompt, format_answer(domains) + eos
+
+
+def render_prompt(template: Any, description: str, n: int = 5) -> str:
+    """:func:`build_prompt` without a tokenizer (so without torch): the same messages rendered by
+    the base's own chat template (a :class:`domain_eval.chat_template.ChatTemplate`). Remote
+    backends send this text to ``/v1/completions``; a test holds it equal to :func:`build_prompt`."""
+    return template.render(build_messages(description, n), add_generation_prompt=True)

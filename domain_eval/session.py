@@ -26,17 +26,30 @@ ITEM_ID = re.compile(r"^(?P<path>.+\.ya?ml)::(?P<case>[^\[<]+)\[(?P<model>.+)\]$
 _PACKAGES = ("domain-eval", "torch", "transformers", "peft", "bitsandbytes", "sentence-transformers", "pytest", "pytest-xdist")
 
 
-def compat_of(options: EvalOptions, judge: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
-    """What this run's scores depend on (see :data:`domain_eval.gating.COMPAT_FIELDS`)."""
+def compat_of(options: EvalOptions, judge: dict[str, Any], loaded: dict[str, Any],
+              served: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What this run's scores depend on (see :data:`domain_eval.gating.COMPAT_FIELDS`).
+
+    With a server backend, the served model (name, and adapter hash where the server reports one)
+    and the server's version stand in for what this process would have loaded; quantisation and
+    kernel are what the server reports, never this run's local options.
+    """
     from domain_eval.config import make_safety_filter
     from domain_eval.models import canonical_base_name
 
+    local = options.backend == "local"
+    served_compat = None
+    if served is not None:
+        served_compat = {"version": served.get("server_version"),
+                         "models": {label: card.get("id") + (f"@{card['adapter_sha256'][:12]}" if card.get("adapter_sha256") else "")
+                                    for label, card in sorted((served.get("models") or {}).items()) if card.get("id")}}
     return {
         "safety": make_safety_filter(options).version,
         "scoring_version": SCORING_VERSION,
         "judge": judge.get("name"), "judge_version": judge.get("version"), "judge_model": judge.get("model"),
         "base": loaded.get("base") or canonical_base_name(options.base), "base_sha256": loaded.get("base_sha256"),
-        "quant": loaded.get("quant") or options.quant, "kernel": loaded.get("kernel"),
+        "quant": loaded.get("quant") or (options.quant if local else None), "kernel": loaded.get("kernel"),
+        "backend": options.backend, "served": served_compat,
         "n": options.n, "samples": options.samples, "seed": options.seed if options.samples > 1 else None,
         "max_new_tokens": options.max_new_tokens,
     }
@@ -183,9 +196,12 @@ class EvalSession:
             except md.PackageNotFoundError:
                 versions[pkg] = None
         models = sorted({r.get("model") for r in self.rows.values() if r.get("model") and r.get("model") != SAFETY_FILTER})
+        served = next((o["served"] for o in outputs if o.get("served")), None)
         return {
             "compat": compat,
             "options": self.options.to_dict(),
+            "backend": {"name": self.options.backend, "served": served,
+                        "stats": [o["backend_stats"] for o in outputs if o.get("backend_stats")]},
             "models": {m: {"adapter_sha256": hashes.get(m)} for m in models},
             "loaded": loaded,
             "judge": {**judge, "stats": [o["judge_stats"] for o in outputs if o.get("judge_stats")]},
@@ -227,7 +243,8 @@ class EvalSession:
         self.table = report.comparison_table(rows)
         outputs = self._outputs()
         loaded, judge = self._loaded(outputs), self._judge_used(outputs)
-        compat = compat_of(self.options, judge, loaded)
+        served = next((o["served"] for o in outputs if o.get("served")), None)
+        compat = compat_of(self.options, judge, loaded, served)
         meta = self.run_meta(outputs, compat, loaded, judge)
         # What the baseline's scores depend on must match, both for the report's per-case
         # regressions and for the gate.
