@@ -255,6 +255,9 @@ class OpenAIBackend:
             return
         for model in self.options.models:
             label = model_label(model)
+            reported = self._served.get(self.served_name(label), {}).get("domain_eval")
+            if isinstance(reported, dict) and reported.get("adapter_sha256"):
+                self.adapter_hashes[label] = str(reported["adapter_sha256"])  # what the server says it loaded
             if self.served_name(label) not in self._served:
                 self._errors[label] = (f"the server does not serve {self.served_name(label)!r} "
                                        f"(it serves: {', '.join(sorted(self._served))})")
