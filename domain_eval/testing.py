@@ -4,6 +4,11 @@ Real architecture, real tokenizer, real peft adapters: only the size is small (s
 """
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -125,3 +130,39 @@ def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 1,
     peft_model.save_pretrained(out)
     (out / "training_meta.json").write_text(json.dumps({"base_model": base_name or str(Path(base_dir).resolve())}))
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: list[str], log: Path, timeout: float = 300.0) -> tuple[subprocess.Popen, str]:
+    """``domain-eval serve ARGS`` as a process on a free port of 127.0.0.1; returns (process, API root)
+    once /health answers (tests and benchmarks use it; ``log`` gets its output)."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "domain_eval.cli", "serve", *args, "--port", str(port)],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"domain-eval serve exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url + "/v1"
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"domain-eval serve did not answer within {timeout:g} s:\n{log.read_text()}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -19,41 +17,9 @@ import pytest
 
 from domain_eval.chat_template import for_base
 from domain_eval.prompts import render_prompt
+from domain_eval.testing import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(args: list[str], log: Path, timeout: float = 300.0) -> tuple[subprocess.Popen, str]:
-    """``domain-eval serve ARGS`` on a free port; returns once /health answers."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "domain_eval.cli", "serve", *args, "--port", str(port)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"domain-eval serve exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url + "/v1"
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"domain-eval serve did not answer within {timeout:g} s:\n{log.read_text()}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -196,9 +162,48 @@ def test_readme_scaling_out_commands_on_the_embedded_model(tmp_path: Path) -> No
         runs = {}
         for name, extra in [("openai", ["--backend", "openai", "--backend-url", url]), ("local", [])]:
             subprocess.run([sys.executable, "-m", "pytest", "--model", "v3", "-k", "short", "-q", "-p", "no:cacheprovider",
-                            "--report-dir", str(tmp_path / name), *extra], cwd=ROOT, capture_output=True,
+                            "--report-dir", str(tmp_path / name / "results"), *extra], cwd=ROOT, capture_output=True,
                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
             runs[name] = _domains(tmp_path / name)
     finally:
         stop_server(proc)
     assert len(runs["local"]) >= 10 and runs["openai"] == runs["local"]
+
+
+# ---------------------------------------------------------------- the commands around it
+
+
+def test_generate_through_the_server(server: str, tiny_base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from domain_eval.cli import main
+
+    common = ["generate", "coffee business", "--base", str(tiny_base), "--backend", "openai", "--backend-url", server]
+    assert main([*common, "--json"]) == 0
+    assert "coffee.com" in [d["domain"] for d in json.loads(capsys.readouterr().out)]
+    assert main([*common, "--model", "v9"]) == 4
+    assert "the server does not serve 'v9'" in capsys.readouterr().err
+    assert main(["generate", "coffee business", "--backend", "openai"]) == 2
+    assert "--backend openai needs --backend-url" in capsys.readouterr().err
+
+
+def test_serve_checks_its_adapters_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from domain_eval.cli import main
+
+    assert main(["serve", "--model", "nope", "--models-dir", str(tmp_path)]) == 2
+    assert "adapter 'nope' not found" in capsys.readouterr().err
+    assert main(["serve", "--port", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_export_base_writes_a_folder_vllm_can_serve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from domain_eval.chat_template import from_folder
+    from domain_eval.cli import main
+
+    out = tmp_path / "smollm2"
+    assert main(["export-base", "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
+    assert render_prompt(from_folder(out), "tea", 5) == render_prompt(for_base("smollm2-135m"), "tea", 5)
+    assert "vllm serve" in capsys.readouterr().err
+    assert main(["export-base", "--out", str(out)]) == 2  # never over an existing folder
+    assert "exists and is not an empty folder" in capsys.readouterr().err
