@@ -1,7 +1,7 @@
 """Cases/s of the ``openai`` backend against ``domain-eval serve`` at several concurrencies, beside
 the ``local`` backend, in one run.
 
-    python -m benchmarks.backend_speed [--cases 40 | --all] [--model v3] [--concurrency 1,4,16]
+    python -m benchmarks.backend_speed [--cases 24 | --all] [--model v3] [--concurrency 1,4,16]
 
 Work: one adapter's greedy generations (prompt, parse, safety filter, ranking; no judging) for the
 allowed cases of ``cases/``, taken round-robin over categories. The server (``domain-eval serve``,
@@ -44,9 +44,9 @@ def run_backend(backend: str, model: str, descriptions: list[str], url: str | No
             "errors": sum(isinstance(r, GenerationFailure) for r in results)}
 
 
-def _subprocess_pass(backend: str, model: str, work: Path, url: str | None, concurrency: int) -> dict:
+def _subprocess_pass(backend: str, model: str, work: Path, url: str | None, concurrency: int, limit: int = 0) -> dict:
     out = subprocess.run([sys.executable, "-m", "benchmarks.backend_speed", "--one", backend, "--model", model,
-                          "--work", str(work), "--url", url or "", "--c", str(concurrency)],
+                          "--work", str(work), "--url", url or "", "--c", str(concurrency), "--limit", str(limit)],
                          cwd=REPO, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{backend} pass failed:\n{out.stderr[-2000:]}")
@@ -56,7 +56,7 @@ def _subprocess_pass(backend: str, model: str, work: Path, url: str | None, conc
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.backend_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", type=int, default=40, help="allowed cases, round-robin over categories (default: 40)")
+    parser.add_argument("--cases", type=int, default=24, help="allowed cases, round-robin over categories (default: 24)")
     parser.add_argument("--all", action="store_true", help="every allowed case")
     parser.add_argument("--model", default="v3")
     parser.add_argument("--concurrency", default="1,4,16")
@@ -65,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--c", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.one:
-        descriptions = json.loads(args.work.read_text())
+        descriptions = json.loads(args.work.read_text())[: args.limit or None]
         print(json.dumps(run_backend(args.one, args.model, descriptions, args.url or None, args.c)))
         return 0
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("local (this process, batched)", "-", local))
         proc, url = start_server(["--model", args.model], work.parent / ".backend_speed_serve.log")
         try:
-            _subprocess_pass("openai", args.model, work, url, 1)  # warm: first batches pay one-off costs
+            _subprocess_pass("openai", args.model, work, url, 4, limit=4)  # warm: first batches pay one-off costs
             for c in [int(x) for x in args.concurrency.split(",")]:
                 rows.append(("openai -> domain-eval serve", str(c), _subprocess_pass("openai", args.model, work, url, c)))
         finally:
