@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,23 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     from domain_eval.testing import start_server, stop_server
 
     cases = allowed_cases(None if args.all else args.cases)
-    work = REPO / "benchmarks" / "results" / ".backend_speed_work.json"
-    work.parent.mkdir(parents=True, exist_ok=True)
-    work.write_text(json.dumps([c["description"] for c in cases], ensure_ascii=False))
     print(f"{len(cases)} cases, model {args.model}; load average {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
-    try:
+    with tempfile.TemporaryDirectory(prefix="backend-speed-") as tmp:
+        work = Path(tmp) / "descriptions.json"
+        work.write_text(json.dumps([c["description"] for c in cases], ensure_ascii=False))
         local = _subprocess_pass("local", args.model, work, None, 1)
         rows.append(("local (this process, batched)", "-", local))
-        proc, url = start_server(["--model", args.model], work.parent / ".backend_speed_serve.log")
+        proc, url = start_server(["--model", args.model], Path(tmp) / "serve.log")
         try:
             _subprocess_pass("openai", args.model, work, url, 4, limit=4)  # warm: first batches pay one-off costs
             for c in [int(x) for x in args.concurrency.split(",")]:
                 rows.append(("openai -> domain-eval serve", str(c), _subprocess_pass("openai", args.model, work, url, c)))
         finally:
             stop_server(proc)
-    finally:
-        work.unlink(missing_ok=True)
     header = f"{'backend':<32} {'concurrency':>11} {'cases/s':>8} {'generate s':>10} {'ready s':>8} {'vs local':>8} {'same domains':>13} {'errors':>6}"
     print(header)
     print("-" * len(header))
