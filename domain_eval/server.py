@@ -210,10 +210,11 @@ def prompt_description(prompt: str) -> str:
     whole prompt: what the safety filter is asked about."""
     from domain_eval.prompts import USER_PREFIX
 
-    marker = prompt.rfind(USER_PREFIX.split("{n}")[-1])
+    anchor = USER_PREFIX.split("{n}")[-1]  # " domain names for this business: "
+    marker = prompt.rfind(anchor)
     if marker < 0:
         return prompt
-    rest = prompt[marker + len(USER_PREFIX.split("{n}")[-1]):]
+    rest = prompt[marker + len(anchor):]
     for end in ("<|", "</s>", "\n"):
         if end in rest:
             rest = rest[: rest.index(end)]

@@ -177,7 +177,7 @@ class EvalSession:
         return self.judge if not identities else {"name": "mixed", "version": sorted(identities), "model": None}
 
     def run_meta(self, outputs: list[dict[str, Any]], compat: dict[str, Any], loaded: dict[str, Any],
-                 judge: dict[str, Any]) -> dict[str, Any]:
+                 judge: dict[str, Any], served: dict[str, Any] | None = None) -> dict[str, Any]:
         per_model: dict[str, dict[str, float]] = {}
         hashes: dict[str, str] = {}
         model_errors: dict[str, str] = {}
@@ -196,7 +196,6 @@ class EvalSession:
             except md.PackageNotFoundError:
                 versions[pkg] = None
         models = sorted({r.get("model") for r in self.rows.values() if r.get("model") and r.get("model") != SAFETY_FILTER})
-        served = next((o["served"] for o in outputs if o.get("served")), None)
         return {
             "compat": compat,
             "options": self.options.to_dict(),
@@ -245,7 +244,7 @@ class EvalSession:
         loaded, judge = self._loaded(outputs), self._judge_used(outputs)
         served = next((o["served"] for o in outputs if o.get("served")), None)
         compat = compat_of(self.options, judge, loaded, served)
-        meta = self.run_meta(outputs, compat, loaded, judge)
+        meta = self.run_meta(outputs, compat, loaded, judge, served)
         # What the baseline's scores depend on must match, both for the report's per-case
         # regressions and for the gate.
         problems = gating.incompatibilities(self.baseline.get("compat", {}), compat) if self.baseline is not None else []
