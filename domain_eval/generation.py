@@ -9,9 +9,11 @@ from typing import Any, Callable, Mapping, Sequence
 from domain_eval.confidence import confidence
 from domain_eval.domains import extract_domains
 from domain_eval.models import (
+    BEST,
     DEFAULT_BASE,
     LoadedBase,
     attach_adapters,
+    best_adapter,
     load_base,
     resolve_adapter,
 )
@@ -132,18 +134,20 @@ def _default_safety() -> Any:
 class DomainNameGenerator:
     """Suggest domains for business descriptions.
 
-    >>> gen = DomainNameGenerator(adapter="v3")          # embedded SmolLM2-135M, 4-bit
+    >>> gen = DomainNameGenerator()          # embedded SmolLM2-135M, 4-bit, best shipped adapter
     >>> gen.generate_domains("organic coffee shop in downtown Portland")
     [('organiccoffeepdx.com', 0.76), ...]
 
-    ``adapter`` may be one name/path, a list of them, or a mapping name -> path. All
+    ``adapter`` may be one name/path, a list of them, or a mapping name -> path; the
+    default ``"best"`` is the best shipped adapter for the base (``models.BEST_ADAPTERS``),
+    and ``None`` or ``"base"`` the bare base. All
     adapters share one loaded base and are switched with :meth:`use` (peft ``set_adapter``).
     """
 
     def __init__(
         self,
         base_model: str = DEFAULT_BASE,
-        adapter: str | Sequence[str] | Mapping[str, str | Path] | None = None,
+        adapter: str | Sequence[str] | Mapping[str, str | Path] | None = BEST,
         quant: str = "4bit",
         device: str | None = None,
         config: GenerationConfig | None = None,
@@ -154,6 +158,8 @@ class DomainNameGenerator:
         cpu_kernel: str = "dequantized",
     ) -> None:
         self.config = config or GenerationConfig()
+        if adapter == BEST:
+            adapter = best_adapter(base_model)  # before loading: a base with no shipped adapter fails fast
         self.loaded = loaded or load_base(base_model, quant=quant, device=device, progress=progress, cpu_kernel=cpu_kernel)
         self.adapter_paths = self._resolve_adapters(adapter, models_dir)
         start = time.perf_counter()

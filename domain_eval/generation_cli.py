@@ -7,9 +7,10 @@ import sys
 import time
 from typing import Any
 
-from domain_eval.models import CPU_KERNELS, DEFAULT_BASE, QUANT_CHOICES
+from domain_eval.models import BEST, CPU_KERNELS, DEFAULT_BASE, QUANT_CHOICES
 
-EXIT_USAGE, EXIT_BLOCKED, EXIT_LOAD = 2, 3, 4
+# EXIT_EMPTY: the model answered but gave no valid domain; a script must not take that for success.
+EXIT_USAGE, EXIT_BLOCKED, EXIT_LOAD, EXIT_EMPTY = 2, 3, 4, 5
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -17,10 +18,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "generate",
         help="suggest domain names for a business description",
         description="Suggest domain names for a business description, ranked by confidence. "
-        "Unsafe descriptions are refused (exit 3) before any model loads.",
+        "Unsafe descriptions are refused (exit 3) before any model loads; an answer with no valid domain exits 5.",
     )
     p.add_argument("description", help="the business description, in any language")
-    p.add_argument("--model", default="base", help="adapter name in models/ (v1, v2, v3), adapter folder, or 'base' (default: base)")
+    p.add_argument("--model", default=BEST, help="adapter name in models/ (v1, v2, v3), adapter folder, 'base' for the bare base, "
+                   "or 'best': the best shipped adapter for --base (default: best, today v3 on the embedded base)")
     p.add_argument("--base", default=DEFAULT_BASE, help=f"base model: '{DEFAULT_BASE}' (embedded, offline), an HF id or a local folder (default: {DEFAULT_BASE})")
     p.add_argument("--quant", choices=QUANT_CHOICES, default="4bit", help="4-bit NF4 via bitsandbytes, or full precision (default: 4bit)")
     p.add_argument("--cpu-kernel", choices=CPU_KERNELS, default="dequantized",
@@ -70,6 +72,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    if args.model == BEST:
+        from domain_eval.models import ModelLoadError, best_adapter
+
+        try:
+            args.model = best_adapter(args.base)
+        except ModelLoadError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_LOAD
+        _status(f"domain-eval: using adapter '{args.model}', the best shipped one for {args.base} (--model base for the bare base)")
     if args.backend == "openai":
         return _generate_remote(args, description, safety)
     from domain_eval.generation import DomainNameGenerator, GenerationConfig
@@ -131,10 +142,12 @@ def _print(args: argparse.Namespace, result: Any) -> int:
         from tabulate import tabulate
 
         rows = [(i + 1, d, f"{c:.2f}") for i, (d, c) in enumerate(result.domains)]
-        print(tabulate(rows, headers=["#", "domain", "confidence"], tablefmt="simple"))
-        if not rows:
-            print("(the model produced no valid domain; raw output below)")
-            print(result.raw)
+        if rows:
+            print(tabulate(rows, headers=["#", "domain", "confidence"], tablefmt="simple"))
     if result.dropped_unsafe:
         _status(f"domain-eval: dropped {len(result.dropped_unsafe)} unsafe suggestion(s): {', '.join(result.dropped_unsafe)}")
+    if not result.domains:
+        raw = " ".join(result.raw.split())
+        _status(f"error: model '{args.model}' gave no valid domain; its raw answer: {raw[:300]!r}")
+        return EXIT_EMPTY
     return 0

@@ -24,6 +24,11 @@ Quant = Literal["4bit", "none"]
 QUANT_CHOICES: tuple[str, ...] = ("4bit", "none")
 DEFAULT_BASE = "smollm2-135m"
 TINYLLAMA = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+#: ``adapter="best"``: the best shipped adapter trained on the loaded base.
+BEST = "best"
+#: Chosen by the reference run's overall slot score (results/reference/comparison.csv);
+#: tests/test_calibration.py fails when the reference names another model.
+BEST_ADAPTERS: dict[str, str] = {DEFAULT_BASE: "v3"}
 
 
 class ModelLoadError(RuntimeError):
@@ -83,6 +88,17 @@ def canonical_base_name(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists():
         return str(path.resolve())
+    return name
+
+
+def best_adapter(base_model: str) -> str:
+    """The name of the best shipped adapter for ``base_model``; an error when none was trained on it."""
+    name = BEST_ADAPTERS.get(canonical_base_name(base_model))
+    if name is None:
+        raise ModelLoadError(
+            f"no shipped adapter was trained on base '{base_model}' (shipped ones are for "
+            f"{', '.join(BEST_ADAPTERS)}): pass --model base for the bare base, or --model PATH for an adapter trained on it"
+        )
     return name
 
 

@@ -269,3 +269,22 @@ def test_embedded_base_prompt_from_its_gguf_equals_the_tokenizers() -> None:
     for template in (for_base("smollm2-135m"), from_gguf(_embedded_folder(emb) / emb.gguf_file)):
         assert render_prompt(template, "organic coffee shop in downtown Portland", 5) == \
             build_prompt(tokenizer, "organic coffee shop in downtown Portland", 5)
+
+
+def test_generate_defaults_to_the_best_adapter_and_an_empty_answer_exits_5(tiny_base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from domain_eval.cli import main
+
+    answers = {"v3": "brewhaven.com\nbeanline.co\n", "base": "Sure! Here are some great ideas for you."}
+    with CompletionsStub(lambda r: completion(answers[r.json["model"]]), models=("base", "v3")) as stub:
+        common = ["generate", "coffee business", "--backend", "openai", "--backend-url", stub.url]
+        assert main(common) == 0
+        out = capsys.readouterr()
+        assert "brewhaven.com" in out.out and "using adapter 'v3', the best shipped one" in out.err
+        assert main([*common, "--model", "base", "--json"]) == 5
+        out = capsys.readouterr()
+        assert json.loads(out.out) == []
+        assert "model 'base' gave no valid domain" in out.err and "Sure! Here are some great ideas" in out.err
+        # A base no shipped adapter was trained on: a clear error, never a silent bare base.
+        assert main([*common, "--base", str(tiny_base)]) == 4
+        assert "no shipped adapter was trained on base" in capsys.readouterr().err
+    assert [r.json["model"] for r in stub.completions()] == ["v3", "base"]

@@ -82,3 +82,15 @@ def test_thresholds_in_the_baseline_are_the_defaults(baseline, reference):
     assert {r["min_score"] for r in v3.values()} == {defaults.min_score}
     for key, row in v3.items():
         assert baseline["cases"][key]["passed"] == (row["outcome"] == "passed"), key
+
+
+def test_the_default_adapter_is_the_reference_runs_best_model() -> None:
+    """``generate`` and ``DomainNameGenerator()`` default to ``BEST_ADAPTERS``: it must name the model
+    with the highest overall slot score in the committed reference run, not an older favourite."""
+    import csv
+
+    from domain_eval.models import BEST_ADAPTERS, DEFAULT_BASE
+
+    with (REPO / "results" / "reference" / "comparison.csv").open(encoding="utf-8") as fh:
+        overall = {row["model"]: float(row["score"]) for row in csv.DictReader(fh) if row["category"] == "overall"}
+    assert BEST_ADAPTERS[DEFAULT_BASE] == max(overall, key=overall.__getitem__), overall

@@ -176,7 +176,7 @@ def test_readme_scaling_out_commands_on_the_embedded_model(tmp_path: Path) -> No
 def test_generate_through_the_server(server: str, tiny_base: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from domain_eval.cli import main
 
-    common = ["generate", "coffee business", "--base", str(tiny_base), "--backend", "openai", "--backend-url", server]
+    common = ["generate", "coffee business", "--base", str(tiny_base), "--model", "base", "--backend", "openai", "--backend-url", server]
     assert main([*common, "--json"]) == 0
     assert "coffee.com" in [d["domain"] for d in json.loads(capsys.readouterr().out)]
     assert main([*common, "--model", "v9"]) == 4
