@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 IsComplete = Callable[[int, list[int]], bool]  # (row, new tokens so far) -> stop this row now
+MayEnd = Callable[[int, list[int]], bool]  # (row, new tokens so far) -> may this row end its turn now
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,14 @@ def decode(
     settings: DecodeSettings,
     is_complete: IsComplete | None = None,
     generator: Any = None,
+    may_end: MayEnd | None = None,
 ) -> list[list[int]]:
-    """New token ids for each prompt (ending with EOS where the model ended its turn)."""
+    """New token ids for each prompt (ending with EOS where the model ended its turn).
+
+    ``may_end`` vetoes end-of-turn for a row (its EOS logit is masked) until the row's own
+    tokens allow it, e.g. until its answer holds enough names. It looks only at that row, so
+    greedy output stays the same alone or batched.
+    """
     import torch
     from transformers import DynamicCache
 
@@ -142,6 +149,10 @@ def decode(
         for _ in range(settings.max_new_tokens):
             if seen:
                 logits = _apply_repetition_penalty(logits, [seen[r] for r in alive], settings.repetition_penalty)
+            if may_end is not None:
+                for batch_row, row in enumerate(alive):
+                    if not may_end(row, outputs[row]):
+                        logits[batch_row, settings.eos_token_id] = float("-inf")
             chosen = _choose(logits, settings, generator)
             survivors: list[int] = []
             for batch_row, token in enumerate(chosen.tolist()):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ from domain_eval.models import (
     load_base,
     resolve_adapter,
 )
+from domain_eval.naming import degenerate_reason, tld_variant_excess
 from domain_eval.prompts import build_prompt
 
 BASE_ADAPTER = "base"  # the name meaning "no adapter"
@@ -37,6 +39,19 @@ class GenerationConfig:
         this, so long prompts go in smaller batches (padding is computed like real tokens).
     share_prefix: run the prompts' common prefix once per batch (domain_eval.decoding).
     stop_when_complete: end a row once its finished lines hold ``n`` usable domains.
+
+    Decoding for quality (each measured on a dev split: benchmarks/decoding_quality.py):
+    fill_slots: a row may not end its turn before its answer holds ``n`` usable domains (its
+        end-of-turn is masked; ``max_new_tokens`` still bounds it). Greedy stays batch-invariant.
+    reject_degenerate: drop names that raters score 1-3 whatever the business
+        (``paintandpaint``, ``mathmath``: domain_eval.naming.degenerate_reason).
+    max_tld_variants: keep at most this many TLDs of one name (0: no limit), so
+        ``pumpandamp.com/.co/.io`` leaves room for other names.
+    samples: when the answer holds fewer than ``n`` usable domains, sample this many more
+        answers (temperature, top_p; a seed from the description and the call's seed) and pool
+        their names after the answer's. Each description's samples run as one batch of their
+        own, so a description gets the same names alone or with others.
+    A usable domain is valid, safe, and passes these filters; the first ``n`` are kept.
     """
 
     n: int = 5
@@ -50,6 +65,10 @@ class GenerationConfig:
     max_batch_tokens: int = 4096
     share_prefix: bool = True
     stop_when_complete: bool = True
+    fill_slots: bool = False
+    reject_degenerate: bool = False
+    max_tld_variants: int = 0
+    samples: int = 0
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -64,6 +83,22 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.samples < 0:
+            raise ValueError(f"samples must be >= 0, got {self.samples}")
+        if self.max_tld_variants < 0:
+            raise ValueError(f"max_tld_variants must be >= 0, got {self.max_tld_variants}")
+
+    @classmethod
+    def picking(cls, **overrides: Any) -> "GenerationConfig":
+        """The decoding ``domain-eval generate`` uses: 4 pooled samples when the answer is short,
+        degenerate names and extra TLD variants dropped. On v3 and 60 dev descriptions it raised the
+        slot score from 2.03 to 3.58 (benchmarks/README.md); no judge takes part in the picking."""
+        return cls(**{"samples": 4, "reject_degenerate": True, "max_tld_variants": 1, **overrides})
+
+    @property
+    def picks(self) -> bool:
+        """Whether any decoding-for-quality option is on (run metadata and reports say so)."""
+        return self.fill_slots or self.reject_degenerate or self.max_tld_variants > 0 or self.samples > 0
 
 
 @dataclass
@@ -77,11 +112,13 @@ class Generation:
     new_tokens: int = 0
     adapter: str = BASE_ADAPTER
     seed: int | None = None
+    pooled: list[str] = field(default_factory=list)  # sampled answers whose names were pooled (GenerationConfig.samples)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "description": self.description,
             "raw": self.raw,
+            "pooled": list(self.pooled),
             "domains": [{"domain": d, "confidence": c} for d, c in self.domains],
             "dropped_unsafe": list(self.dropped_unsafe),
             "new_tokens": self.new_tokens,
@@ -90,13 +127,28 @@ class Generation:
         }
 
 
-def rank_domains(text: str, description: str, n: int, safety: Any | None = None) -> tuple[list[tuple[str, float]], list[str]]:
-    """Extract valid domains from model text, drop unsafe ones, keep the first n, rank by confidence."""
+def usable_domains(text: str, safety: Any | None = None, *, reject_degenerate: bool = False,
+                   max_tld_variants: int = 0) -> tuple[list[str], list[str]]:
+    """Valid domains in model text, in order, that are safe and pass the quality filters; and the
+    ones dropped as unsafe."""
     candidates = extract_domains(text)
     dropped: list[str] = []
     if safety is not None:
         candidates, dropped_pairs = safety.filter_domains(candidates)
         dropped = [d for d, _ in dropped_pairs]
+    if reject_degenerate:
+        candidates = [d for d in candidates if degenerate_reason(d) is None]
+    if max_tld_variants:
+        excess = set(tld_variant_excess(candidates, max_tld_variants))
+        candidates = [d for d in candidates if d not in excess]
+    return candidates, dropped
+
+
+def rank_domains(text: str, description: str, n: int, safety: Any | None = None, *, reject_degenerate: bool = False,
+                 max_tld_variants: int = 0) -> tuple[list[tuple[str, float]], list[str]]:
+    """Extract valid domains from model text, drop unsafe ones (and, when asked, degenerate ones
+    and extra TLD variants), keep the first n, rank by confidence."""
+    candidates, dropped = usable_domains(text, safety, reject_degenerate=reject_degenerate, max_tld_variants=max_tld_variants)
     kept = candidates[:n]
     scored = [(d, confidence(d, description)) for d in kept]
     # Stable sort: ties keep the model's own order.
@@ -238,18 +290,38 @@ class DomainNameGenerator:
         for batch_no, idx in enumerate(plan_batches(order, lengths, self.config.batch_size, self.config.max_batch_tokens)):
             texts, counts = self._generate_texts([prompts[i] for i in idx], use_greedy, seed, batch_no, n)
             for i, text, count in zip(idx, texts, counts):
-                domains, dropped = rank_domains(text, descriptions[i], n, self.safety)
-                results[i] = Generation(descriptions[i], text, domains, dropped, count, self.active, None if use_greedy else seed)
+                pooled: list[str] = []
+                if self.config.samples and self._usable_count(text) < n:
+                    pooled, more = self._sample_texts(prompts[i], descriptions[i], seed, n)
+                    count += more
+                domains, dropped = rank_domains("\n".join([text, *pooled]), descriptions[i], n, self.safety, **self._filters())
+                results[i] = Generation(descriptions[i], text, domains, dropped, count, self.active,
+                                        None if use_greedy else seed, pooled)
             done += len(idx)
             if on_batch:
                 on_batch(done, len(prompts))
         return [r for r in results if r is not None]
 
+    def _filters(self) -> dict[str, Any]:
+        return {"reject_degenerate": self.config.reject_degenerate, "max_tld_variants": self.config.max_tld_variants}
+
+    def _usable_count(self, text: str) -> int:
+        return len(usable_domains(text, self.safety, **self._filters())[0])
+
     def _generate_texts(self, prompts: list[list[int]], greedy: bool, seed: int | None, batch_no: int, n: int) -> tuple[list[str], list[int]]:
         is_complete = self._answer_complete(n) if self.config.stop_when_complete else None
+        may_end = self._answer_full(n) if self.config.fill_slots else None
         rows = self.decode_tokens(prompts, greedy=greedy, seed=(seed or 0) + batch_no,
-                                  max_new_tokens=self.config.max_new_tokens, is_complete=is_complete)
+                                  max_new_tokens=self.config.max_new_tokens, is_complete=is_complete, may_end=may_end)
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows], [len(row) for row in rows]
+
+    def _sample_texts(self, prompt: list[int], description: str, seed: int | None, n: int) -> tuple[list[str], int]:
+        """``config.samples`` sampled answers to one prompt, as one batch of their own."""
+        is_complete = self._answer_complete(n) if self.config.stop_when_complete else None
+        own_seed = zlib.crc32(description.encode("utf-8")) + (seed or 0)
+        rows = self.decode_tokens([prompt] * self.config.samples, greedy=False, seed=own_seed,
+                                  max_new_tokens=self.config.max_new_tokens, is_complete=is_complete)
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows], sum(len(row) for row in rows)
 
     def decode_tokens(
         self,
@@ -261,6 +333,7 @@ class DomainNameGenerator:
         temperature: float | None = None,
         top_p: float | None = None,
         is_complete: Callable[[int, list[int]], bool] | None = None,
+        may_end: Callable[[int, list[int]], bool] | None = None,
     ) -> list[list[int]]:
         """New token ids per prompt with the active adapter (ending with EOS where the model ended
         its turn). Shared by :meth:`generate` and ``domain-eval serve``, so both decode alike."""
@@ -285,8 +358,8 @@ class DomainNameGenerator:
             generator.manual_seed(seed or 0)
         if self.active == BASE_ADAPTER and self.adapter_paths:
             with self.model.disable_adapter():
-                return decode(self.model, prompts, settings, is_complete, generator)
-        return decode(self.model, prompts, settings, is_complete, generator)
+                return decode(self.model, prompts, settings, is_complete, generator, may_end)
+        return decode(self.model, prompts, settings, is_complete, generator, may_end)
 
     def _answer_complete(self, n: int) -> Callable[[int, list[int]], bool]:
         """Stop a row once its finished lines hold ``n`` usable domains: what follows is never kept.
@@ -306,12 +379,18 @@ class DomainNameGenerator:
                 return False
             text = tok.decode(tokens, skip_special_tokens=True)
             finished_lines = text[: text.rindex("\n")] if "\n" in text else ""
-            candidates = extract_domains(finished_lines)
-            if self.safety is not None:
-                candidates, _ = self.safety.filter_domains(candidates)
-            return len(candidates) >= n
+            return self._usable_count(finished_lines) >= n
 
         return complete
+
+    def _answer_full(self, n: int) -> Callable[[int, list[int]], bool]:
+        """``fill_slots``: a row may end its turn only once its whole text holds ``n`` usable domains."""
+        tok = self.tokenizer
+
+        def may_end(_row: int, tokens: list[int]) -> bool:
+            return bool(tokens) and self._usable_count(tok.decode(tokens, skip_special_tokens=True)) >= n
+
+        return may_end
 
     def generate_batch(self, descriptions: Sequence[str], n: int = 5, seed: int | None = None) -> list[list[tuple[str, float]]]:
         """``[(domain, confidence), ...]`` per description, ranked by confidence."""

@@ -32,6 +32,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    "when it holds none, the adapters shipped in the package)")
     p.add_argument("-n", type=int, default=5, help="number of suggestions (default: 5)")
     p.add_argument("--seed", type=int, default=None, help="sample with this seed (default: greedy decoding)")
+    p.add_argument("--pick", action=argparse.BooleanOptionalAction, default=None,
+                   help="decoding for quality (default: on with --backend local): when the answer holds fewer than -n usable "
+                   "names, pool the names of 4 seeded samples; drop degenerate names (paintandpaint) and extra TLD variants "
+                   "of one name. --no-pick prints the model's first answer as it is")
     p.add_argument("--safety-policy", action="append", default=[], metavar="PATH", help="extra safety policy YAML (repeatable)")
     p.add_argument("--json", action="store_true", help='print [{"domain": ..., "confidence": ...}, ...]')
     p.add_argument("--backend", choices=("local", "openai"), default="local",
@@ -82,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_LOAD
         _status(f"domain-eval: using adapter '{args.model}', the best shipped one for {args.base} (--model base for the bare base)")
     if args.backend == "openai":
+        if args.pick:
+            print("error: --pick runs on the local backend only; with --backend openai the server's answer is printed as it is",
+                  file=sys.stderr)
+            return EXIT_USAGE
         return _generate_remote(args, description, safety)
+    pick = args.pick is not False
     from domain_eval.generation import DomainNameGenerator, GenerationConfig
     from domain_eval.models import ModelLoadError
 
@@ -95,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             quant=args.quant,
             cpu_kernel=args.cpu_kernel,
             models_dir=args.models_dir,
-            config=GenerationConfig(n=args.n),
+            config=GenerationConfig.picking(n=args.n) if pick else GenerationConfig(n=args.n),
             progress=lambda m: _status(f"domain-eval: {m}"),
             safety=safety if safety is not None else "default",
         )
@@ -105,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = time.perf_counter()
     _status(f"domain-eval: loaded in {loaded - start:.1f} s ({gen.loaded.quant}, {gen.loaded.kernel} on {gen.loaded.device}); generating ...")
     result = gen.generate([description], n=args.n, seed=args.seed)[0]
-    _status(f"domain-eval: generated in {time.perf_counter() - loaded:.1f} s ({result.new_tokens} tokens)")
+    how = f", names pooled from {len(result.pooled)} extra samples" if result.pooled else ""
+    _status(f"domain-eval: generated in {time.perf_counter() - loaded:.1f} s ({result.new_tokens} tokens{how})")
     return _print(args, result)
 
 

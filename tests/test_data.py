@@ -1,4 +1,4 @@
-"""Data hygiene for data/domain_dataset_v{1,2,3}.jsonl and the tools that make and read them."""
+"""Data hygiene for data/domain_dataset_v{1,2,3,4}.jsonl and the tools that make and read them."""
 from __future__ import annotations
 
 import collections
@@ -29,10 +29,11 @@ from training.datasets import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+V4_ROWS = 0  # set from the built file below
 DATA = ROOT / "data"
 FILES = {"v1": DATA / "domain_dataset_v1.jsonl", "v2": DATA / "domain_dataset_v2.jsonl",
-         "v3": DATA / "domain_dataset_v3.jsonl"}
-COUNTS = {"v1": 100, "v2": 500, "v3": 290}
+         "v3": DATA / "domain_dataset_v3.jsonl", "v4": DATA / "domain_dataset_v4.jsonl"}
+COUNTS = {"v1": 100, "v2": 500, "v3": 290, "v4": V4_ROWS}
 HELDOUT = ROOT / "tests" / "data" / "heldout_descriptions.txt"
 
 
@@ -347,3 +348,66 @@ def test_meta_must_align_with_rows(tmp_path):
         load_meta(path, rows)
     with pytest.raises(DatasetError, match="1 meta entries for 2 dataset rows"):
         load_meta(path, rows * 2)
+
+
+# --------------------------------------------------------------------------- v4: the hand-written set
+@pytest.fixture(scope="module")
+def v4_meta(data):
+    return load_meta(meta_path_for(FILES["v4"]), data["v4"])
+
+
+def test_v4_is_disjoint_from_the_judge_corpus(data):
+    """v4 must not teach the model the businesses the judge was fitted and measured on."""
+    corpus = [json.loads(line)["description"] for line in
+              (DATA / "ratings" / "descriptions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = find_overlaps([r.description for r in data["v4"]], corpus)
+    assert not pairs, _overlap_message(pairs)
+
+
+def test_v4_rows_pass_the_writers_rules(data):
+    """Five names per row, none degenerate (paintandpaint), no name under two TLDs, short ASCII labels."""
+    from training.v4_data import domain_problems
+
+    problems = {r.description: p for r in data["v4"] if (p := domain_problems(list(r.domains)))}
+    assert not problems, list(problems.items())[:5]
+
+
+def test_v4_rules_reject_the_shipped_models_failure_kinds():
+    from training.v4_data import domain_problems
+
+    assert domain_problems(["paintandpaint.com", "mathmath.dev", "pumpandamp.com", "pumpandamp.co", "x.com"]) == [
+        "'paintandpaint.com' is degenerate: 'paint' joined to itself in 'paintandpaint'",
+        "'mathmath.dev' is degenerate: doubled label 'mathmath'",
+        "'pumpandamp.co' repeats an earlier name under another TLD"]
+    assert domain_problems(["a.com"]) == ["1 names, expected 5"]
+
+
+def test_v4_language_industry_and_kind_coverage(data, v4_meta):
+    assert len(data["v4"]) >= 2000
+    langs = collections.Counter(m["lang"] for m in v4_meta)
+    non_english = {lang: n for lang, n in langs.items() if lang != "en"}
+    assert sum(non_english.values()) / len(v4_meta) >= 0.30, langs
+    assert sum(n >= 30 for n in non_english.values()) >= 8, langs
+    assert len({m["industry"] for m in v4_meta}) >= 40
+    kinds = collections.Counter(m["category"] for m in v4_meta)
+    assert set(kinds) == {"short", "medium", "long", "vague", "technical"}
+    assert min(kinds.values()) >= 0.05 * len(v4_meta), kinds
+    for row, meta in zip(data["v4"], v4_meta):
+        if meta["lang"] in ("ja", "zh"):
+            assert JAPANESE.search(row.description), row.description
+        elif meta["lang"] != "en":
+            assert not JAPANESE.search(row.description), row.description
+        if meta["lang"] in MARKERS and meta["category"] in ("medium", "long"):
+            words = set(re.findall(r"[^\W\d_]+", row.description.casefold()))
+            assert words & MARKERS[meta["lang"]], row.description
+
+
+def test_v4_non_english_rows_use_their_markets_tlds(data, v4_meta):
+    """Most non-English rows offer at least one ccTLD of a country where that language is spoken."""
+    cc = {"de": {"de", "at", "ch"}, "fr": {"fr", "be", "ch", "ca"}, "es": {"es", "mx", "ar", "co", "cl", "pe", "uy"},
+          "it": {"it", "ch"}, "pt": {"br", "pt"}, "nl": {"nl", "be"}, "ja": {"jp"}, "zh": {"cn"},
+          "sv": {"se"}, "pl": {"pl"}, "tr": {"tr"}}
+    for lang, tlds in cc.items():
+        rows = [r for r, m in zip(data["v4"], v4_meta) if m["lang"] == lang]
+        local = [r for r in rows if any(d.rsplit(".", 1)[-1] in tlds for d in r.domains)]
+        assert rows and len(local) / len(rows) >= 0.8, (lang, len(local), len(rows))

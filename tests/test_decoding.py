@@ -151,3 +151,14 @@ def test_tiny_model_build_ignores_and_keeps_global_torch_state(tmp_path: Path) -
     finally:
         torch.set_num_threads(before)
     assert weights[0] == weights[1]
+
+
+def test_may_end_vetoes_end_of_turn_for_its_row_only(gen: DomainNameGenerator) -> None:
+    gen.use("a1")
+    prompts = _prompts(gen)
+    eos = gen.tokenizer.eos_token_id
+    free = decode(gen.model, prompts, _settings(gen))
+    assert any(row[-1] == eos for row in free)  # the tiny model does end its turn early, so the veto has work
+    held = decode(gen.model, prompts, _settings(gen), may_end=lambda row, tokens: row != 0)
+    assert len(held[0]) == 16 and eos not in held[0]
+    assert held[1:] == free[1:]  # other rows decode exactly as without the veto

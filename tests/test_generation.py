@@ -117,3 +117,27 @@ def test_cpu_inference_dequantizes_the_nf4_weights_once(tiny_base: Path) -> None
     assert max(len(block.unique()) for block in q_ours.weight.flatten().split(64)) <= 16
     with pytest.raises(ValueError, match="cpu_kernel"):
         load_base(str(tiny_base), quant="4bit", cpu_kernel="gguf")
+
+
+def test_picking_filters_degenerate_names_and_extra_tld_variants() -> None:
+    text = "paintandpaint.com\npump.com\npump.co\nmathmath.dev\nfresh.io\n"
+    raw, _ = rank_domains(text, "paint shop", 5)
+    picked, _ = rank_domains(text, "paint shop", 5, reject_degenerate=True, max_tld_variants=1)
+    assert {d for d, _ in raw} == {"paintandpaint.com", "pump.com", "pump.co", "mathmath.dev", "fresh.io"}
+    assert {d for d, _ in picked} == {"pump.com", "fresh.io"}
+
+
+def test_pooled_samples_fill_slots_and_do_not_depend_on_the_batch(tiny_base: Path, tiny_adapters: dict[str, Path]) -> None:
+    gen = DomainNameGenerator(base_model=str(tiny_base), adapter={k: str(v) for k, v in tiny_adapters.items()}, quant="none",
+                              config=GenerationConfig.picking(max_new_tokens=12, batch_size=2), safety=None)
+    gen.use("a1")
+    together = gen.generate(DESCRIPTIONS)
+    alone = [gen.generate([d])[0] for d in DESCRIPTIONS]
+    assert [(g.domains, g.pooled) for g in together] == [(g.domains, g.pooled) for g in alone]
+    assert all(len(g.pooled) == 4 for g in together if g.pooled) and any(g.pooled for g in together)
+    raw = DomainNameGenerator(loaded=gen.loaded, adapter={k: str(v) for k, v in tiny_adapters.items()},
+                              config=GenerationConfig(max_new_tokens=12), safety=None)
+    raw.use("a1")
+    unpicked = raw.generate(DESCRIPTIONS)
+    assert not any(g.pooled for g in unpicked)
+    assert sum(len(g.domains) for g in together) > sum(len(g.domains) for g in unpicked)

@@ -37,8 +37,20 @@ def test_blocked_description_exits_3_with_reason_before_loading() -> None:
 
 
 @pytest.mark.slow
+def test_generate_with_no_options_prints_five_names_from_the_best_adapter() -> None:
+    """The README's first command, typed as it is: the best shipped adapter, with picking."""
+    out = _run("generate", "organic coffee shop in downtown Portland")
+    assert out.returncode == 0, out.stderr
+    assert "using adapter 'v3', the best shipped one" in out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()[2:] if line.strip()]
+    domains = [row[1] for row in rows]
+    assert len(domains) == 5 and len(set(domains)) == 5, out.stdout
+    assert all(normalize_domain(d) == d for d in domains)
+
+
+@pytest.mark.slow
 def test_generate_cli_on_embedded_model_with_v3() -> None:
-    out = _run("generate", "organic coffee shop in downtown Portland", "--model", "v3", "--json")
+    out = _run("generate", "organic coffee shop in downtown Portland", "--model", "v3", "--no-pick", "--json")
     assert out.returncode == 0, out.stderr
     suggestions = json.loads(out.stdout)
     domains = [s["domain"] for s in suggestions]
