@@ -55,6 +55,16 @@ def parse_float(value: Any, option: str, minimum: float | None = None, maximum: 
     return number
 
 
+def parse_switch(value: Any, option: str) -> bool:
+    """``on`` / ``off`` (also true/false, yes/no, 1/0) as a bool."""
+    text = str(value).strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise ConfigError([f"{option} must be on or off, got {value!r}"])
+
+
 @dataclass
 class EvalOptions:
     """Every knob of an evaluation run; plain values so it serialises into run metadata.
@@ -66,6 +76,8 @@ class EvalOptions:
         with seeds seed, seed+1, ...
     max_prompt_tokens: longest prompt (system prompt + description) a case may have; None
         means the model's context minus max_new_tokens.
+    pick: decode for quality (GenerationConfig.picking: pooled samples, degenerate names and
+        extra TLD variants dropped; no judge). Off scores the model's first answer as it is.
     """
 
     models: list[str] = field(default_factory=list)
@@ -99,6 +111,7 @@ class EvalOptions:
     backend_timeout: float = 120.0
     backend_retries: int = 4
     backend_models: dict[str, str] = field(default_factory=dict)  # model -> served model name
+    pick: bool = False
 
     def __post_init__(self) -> None:
         from domain_eval.models import CPU_KERNELS, QUANT_CHOICES  # cheap: no torch at import
@@ -138,6 +151,8 @@ class EvalOptions:
             problems.append(f"--backend-concurrency must be >= 1, got {self.backend_concurrency}")
         if not (math.isfinite(self.backend_timeout) and self.backend_timeout > 0):
             problems.append(f"--backend-timeout must be a number of seconds > 0, got {self.backend_timeout}")
+        if self.pick and self.backend != "local":
+            problems.append("--pick on runs with --backend local only: a server returns one answer per request")
         if self.backend_retries < 0:
             problems.append(f"--backend-retries must be >= 0, got {self.backend_retries}")
         return problems

@@ -51,7 +51,7 @@ def compat_of(options: EvalOptions, judge: dict[str, Any], loaded: dict[str, Any
         "quant": loaded.get("quant") or (options.quant if local else None), "kernel": loaded.get("kernel"),
         "backend": options.backend, "served": served_compat,
         "n": options.n, "samples": options.samples, "seed": options.seed if options.samples > 1 else None,
-        "max_new_tokens": options.max_new_tokens,
+        "max_new_tokens": options.max_new_tokens, "pick": options.pick,
     }
 
 

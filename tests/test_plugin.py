@@ -141,6 +141,8 @@ def test_tags_and_categories_are_keywords(project: pytest.Pytester) -> None:
     (["--samples", "abc"], "*--samples must be an integer, got 'abc'*"),
     (["--max-regression", "nan"], "*--max-regression must be a finite number, got 'nan'*"),
     (["--quant", "8bit"], "*--quant must be 4bit or none, got '8bit'*"),
+    (["--pick", "maybe"], "*--pick must be on or off, got 'maybe'*"),
+    (["--pick", "on", "--backend", "openai", "--backend-url", "http://127.0.0.1:9/v1"], "*--pick on runs with --backend local only*"),
 ])
 def test_configuration_errors_are_usage_errors_before_any_model_loads(project: pytest.Pytester, args: list[str], message: str) -> None:
     project.makeconftest("")  # no judge hook: the built-in judges are checked
@@ -407,6 +409,21 @@ def test_cpu_kernel_option_is_recorded_as_loaded(project: pytest.Pytester) -> No
     result = project.runpytest("--model", "a1", "--cpu-kernel", "gguf")
     result.stderr.fnmatch_lines(["*--cpu-kernel must be dequantized or bnb, got 'gguf'*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_pick_scores_picked_answers_says_so_and_never_gates_against_raw(project: pytest.Pytester) -> None:
+    baseline = project.path / "raw.json"
+    assert project.runpytest("--model", "a1", "--write-baseline", str(baseline)).ret in (0, 1)
+    raw = [r["yield"] for r in _rows(project.path) if r["model"] == "a1"]
+    assert "raw (--pick off)" in (project.path / "results" / "latest" / "report.md").read_text()
+    assert project.runpytest("--model", "a1", "--pick", "on").ret in (0, 1)
+    picked = [r["yield"] for r in _rows(project.path) if r["model"] == "a1"]
+    assert _run_json(project.path)["compat"]["pick"] is True
+    assert "picked (--pick on)" in (project.path / "results" / "latest" / "report.md").read_text()
+    assert len(picked) == len(raw) == len(ALLOWED_IDS) and sum(picked) > sum(raw)
+    result = project.runpytest("--model", "a1", "--pick", "on", "--baseline", str(baseline))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pick: baseline False, this run True*"])
 
 
 def test_case_xfail_marks_a_known_failure_of_one_model(project: pytest.Pytester) -> None:
