@@ -29,7 +29,7 @@ from training.datasets import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-V4_ROWS = 0  # set from the built file below
+V4_ROWS = 2042  # `python -m training.v4_data build`: 2,080 written, 33 near-duplicates and 5 blocked rows dropped
 DATA = ROOT / "data"
 FILES = {"v1": DATA / "domain_dataset_v1.jsonl", "v2": DATA / "domain_dataset_v2.jsonl",
          "v3": DATA / "domain_dataset_v3.jsonl", "v4": DATA / "domain_dataset_v4.jsonl"}
@@ -411,3 +411,24 @@ def test_v4_non_english_rows_use_their_markets_tlds(data, v4_meta):
         rows = [r for r, m in zip(data["v4"], v4_meta) if m["lang"] == lang]
         local = [r for r in rows if any(d.rsplit(".", 1)[-1] in tlds for d in r.domains)]
         assert rows and len(local) / len(rows) >= 0.8, (lang, len(local), len(rows))
+
+
+def test_v4_checker_names_each_bad_row_and_never_shows_evaluation_text(tmp_path, capsys, monkeypatch):
+    from training import v4_data
+
+    monkeypatch.chdir(ROOT)  # the held-out descriptions are read relative to the repository
+    good = {"business_description": "Reparatur von Lastenrädern in Leipzig", "lang": "de", "industry": "cycling",
+            "kind": "short", "domain_suggestions": ["lastenheld.de", "kurbelkurier.de", "tragkraft.de", "radwerk.de", "cargofix.com"]}
+    evaluation = load_eval_descriptions(ROOT / "cases")[0]
+    rows = [good, {**good, "business_description": "x", "lang": "xx"},
+            {**good, "business_description": "paint shop", "domain_suggestions": ["paintandpaint.com", *good["domain_suggestions"][1:]]},
+            {**good, "business_description": evaluation}]
+    batch = tmp_path / "b9.jsonl"
+    batch.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) + "{oops\n", encoding="utf-8")
+    assert v4_data.main(["check", str(batch)]) == 1
+    out = capsys.readouterr().out
+    assert f"{batch}:2: lang 'xx' not one of" in out
+    assert f"{batch}:3: 'paintandpaint.com' is degenerate" in out
+    assert f"{batch}:5: bad JSON" in out
+    assert f"{batch}:4: too close to an evaluation description" in out and evaluation not in out
+    assert "4 rows to fix" in out

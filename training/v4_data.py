@@ -29,8 +29,10 @@ NAMES_PER_ROW = 5
 MAX_LABEL = 18  # longer labels are the "too_long" failure kind raters punish
 BATCHES = Path("data/v4/batches")
 OUT = Path("data/domain_dataset_v4.jsonl")
-# Descriptions the model must never train on: every evaluation case and the judge's corpus.
+# Descriptions the model must never train on: every evaluation case, the held-out list and the
+# judge's corpus.
 RATINGS_DESCRIPTIONS = Path("data/ratings/descriptions.jsonl")
+HELDOUT = Path("tests/data/heldout_descriptions.txt")
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,11 @@ class BatchRow:
     lang: str
     industry: str
     kind: str
+    where: str = ""  # "file:line", for messages
 
 
 def held_out_descriptions() -> list[str]:
-    out = load_eval_descriptions("cases")
+    out = load_eval_descriptions("cases", [HELDOUT] if HELDOUT.exists() else [])
     if RATINGS_DESCRIPTIONS.exists():
         for line in RATINGS_DESCRIPTIONS.read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -113,27 +116,46 @@ def parse_batch(path: Path) -> tuple[list[BatchRow], list[str]]:
             problems.append(f"{where}: " + "; ".join(row_problems))
             continue
         rows.append(BatchRow(obj["business_description"].strip(), tuple(obj["domain_suggestions"]),
-                             obj["lang"], obj["industry"].strip().lower(), obj["kind"]))
+                             obj["lang"], obj["industry"].strip().lower(), obj["kind"], where))
     return rows, problems
 
 
-def overlap_problems(rows: Sequence[BatchRow], where: str) -> tuple[list[BatchRow], list[str]]:
+def overlap_problems(rows: Sequence[BatchRow]) -> tuple[list[BatchRow], list[str]]:
     """Drop rows that near-duplicate a held-out description or an earlier row."""
     held = [(h, description_tokens(h)) for h in held_out_descriptions()]
     kept: list[BatchRow] = []
     kept_tokens: list[tuple[str, frozenset[str]]] = []
     problems: list[str] = []
-    for i, row in enumerate(rows, start=1):
+    for row in rows:
         tokens = description_tokens(row.description)
         if any((tokens & t or not t) and is_near_duplicate(row.description, h) for h, t in held):
             # The held-out text is not printed: writers stay blind to the evaluation data.
-            problems.append(f"{where} row {i}: too close to an evaluation description; write another business")
+            problems.append(f"{row.where}: too close to an evaluation description; write another business")
             continue
         if any((tokens & t) and is_near_duplicate(row.description, k) for k, t in kept_tokens):
-            problems.append(f"{where} row {i}: near-duplicate of an earlier row: {row.description!r}")
+            problems.append(f"{row.where}: near-duplicate of an earlier row: {row.description!r}")
             continue
         kept.append(row)
         kept_tokens.append((row.description, tokens))
+    return kept, problems
+
+
+def safety_problems(rows: Sequence[BatchRow]) -> tuple[list[BatchRow], list[str]]:
+    """Drop rows whose description or a name the policy rules block: a model must not learn to
+    suggest what the filter then refuses. (The rules' false positives land here too: 'ransomware'
+    in an incident-response firm, 'kill' in a plant shop; they are listed, not hidden.)"""
+    from domain_eval.safety import SafetyFilter
+
+    rules = SafetyFilter(classifier=None)
+    kept: list[BatchRow] = []
+    problems: list[str] = []
+    for row in rows:
+        verdicts = [rules.check(row.description)] + [rules.check_domain(d) for d in row.domains]
+        blocked = [v.reason for v in verdicts if v.blocked]
+        if blocked:
+            problems.append(f"{row.where}: blocked by the safety rules ({blocked[0]}): {row.description!r}")
+        else:
+            kept.append(row)
     return kept, problems
 
 
@@ -160,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "check":
         rows, problems = parse_batch(args.batch)
-        rows, more = overlap_problems(rows, str(args.batch))
+        rows, more = overlap_problems(rows)
+        rows, unsafe = safety_problems(rows)
+        more += unsafe
         for p in problems + more:
             print(p)
         print(summary(rows))
@@ -176,7 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         r, p = parse_batch(f)
         rows += r
         problems += p
-    rows, more = overlap_problems(rows, "merged")
+    rows, more = overlap_problems(rows)
+    rows, unsafe = safety_problems(rows)
+    more += unsafe
     for p in problems + more:
         print("dropped:", p, file=sys.stderr)
     write_dataset([Row(r.description, r.domains) for r in rows], args.out)
