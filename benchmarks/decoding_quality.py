@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             "domains": [[d for d, _ in g.domains] for g in generations],
         }
         print(f"{variant}: {seconds:.0f} s", flush=True)
+        if args.json:  # after every variant: a long run that is stopped keeps what it measured
+            args.json.write_text(json.dumps({"model": args.model, "descriptions": descriptions, "results": results},
+                                            ensure_ascii=False, indent=1))
 
     raw = results.get("raw")
     print(f"\n{args.model} on {len(descriptions)} dev descriptions (judge {judge.version})")
@@ -96,8 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         ci = f"[{diff[1]:+.2f}, {diff[2]:+.2f}]" if diff else "-"
         print(f"{variant:<9} {mean:>10.2f} {f'[{lo:.2f}, {hi:.2f}]':>13} {vs:>7} {ci:>15} "
               f"{sum(r['yield']) / len(r['yield']):>6.2f} {sum(r['names']) / len(r['names']):>6.2f} {sum(r['quality']) / max(1, len(r['quality'])):>7.2f} {r['tokens']:>7} {r['seconds']:>5.0f}")
-    if args.json:
-        args.json.write_text(json.dumps({"model": args.model, "descriptions": descriptions, "results": results}, ensure_ascii=False, indent=1))
     return 0
 
 
