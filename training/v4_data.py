@@ -20,7 +20,7 @@ from typing import Sequence
 from domain_eval.domains import InvalidDomain, normalize_domain, split_domain
 from domain_eval.naming import degenerate_reason, tld_variant_excess
 
-from .datasets import Row, description_tokens, is_near_duplicate, load_eval_descriptions, write_dataset, write_meta
+from .datasets import Row, description_tokens, find_overlaps, is_near_duplicate, load_eval_descriptions, write_dataset, write_meta
 
 BATCH_FIELDS = ("business_description", "domain_suggestions", "lang", "industry", "kind")
 KINDS = ("short", "medium", "long", "vague", "technical")
@@ -122,13 +122,13 @@ def parse_batch(path: Path) -> tuple[list[BatchRow], list[str]]:
 
 def overlap_problems(rows: Sequence[BatchRow]) -> tuple[list[BatchRow], list[str]]:
     """Drop rows that near-duplicate a held-out description or an earlier row."""
-    held = [(h, description_tokens(h)) for h in held_out_descriptions()]
+    leaked = {text for text, _held, _score in find_overlaps([r.description for r in rows], held_out_descriptions())}
     kept: list[BatchRow] = []
     kept_tokens: list[tuple[str, frozenset[str]]] = []
     problems: list[str] = []
     for row in rows:
         tokens = description_tokens(row.description)
-        if any((tokens & t or not t) and is_near_duplicate(row.description, h) for h, t in held):
+        if row.description in leaked:
             # The held-out text is not printed: writers stay blind to the evaluation data.
             problems.append(f"{row.where}: too close to an evaluation description; write another business")
             continue
