@@ -32,7 +32,7 @@ browser:
 	  else echo "note: the report.html test needs chromium and chromedriver (apt-get install chromium chromium-driver)"; fi; \
 	fi
 
-# The main job: every shipped adapter (models/v1..v3) on every case, report in results/latest,
+# The main job: every shipped adapter (models/v1..v4) on every case, report in results/latest,
 # gated against the committed baseline. Exit status: see README "Exit status".
 eval: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(EVAL_WORKERS) --baseline results/baseline.json

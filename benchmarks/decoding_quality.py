@@ -16,7 +16,10 @@ Variants (GenerationConfig fields):
   all      filters + fill;
   pool4    samples=4: four seeded samples (temperature 0.8, top-p 0.95) whose names are pooled
            after the greedy answer's, with the filters; the first 5 usable names are kept;
-  pool4-nofilter  the same without the filters.
+  pool4-nofilter  the same without the filters;
+  distinct distinct_lines: a line may not go on as an earlier line after its first token;
+  distinct-filters  distinct + filters;
+  pick     distinct + filters + pool4 (samples only when the answer is still short).
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ VARIANTS = {
     "all": {"reject_degenerate": True, "max_tld_variants": 1, "fill_slots": True},
     "pool4": {"reject_degenerate": True, "max_tld_variants": 1, "samples": 4},
     "pool4-nofilter": {"samples": 4},
+    "distinct": {"distinct_lines": True},
+    "distinct-filters": {"distinct_lines": True, "reject_degenerate": True, "max_tld_variants": 1},
+    "pick": {"distinct_lines": True, "reject_degenerate": True, "max_tld_variants": 1, "samples": 4},
 }
 N = 5
 

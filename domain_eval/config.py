@@ -76,8 +76,8 @@ class EvalOptions:
         with seeds seed, seed+1, ...
     max_prompt_tokens: longest prompt (system prompt + description) a case may have; None
         means the model's context minus max_new_tokens.
-    pick: decode for quality (GenerationConfig.picking: pooled samples, degenerate names and
-        extra TLD variants dropped; no judge). Off scores the model's first answer as it is.
+    pick: decode for quality (GenerationConfig.picking: distinct lines, pooled samples, degenerate
+        names and extra TLD variants dropped; no judge). Off scores the model's first answer as it is.
     """
 
     models: list[str] = field(default_factory=list)

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 IsComplete = Callable[[int, list[int]], bool]  # (row, new tokens so far) -> stop this row now
 MayEnd = Callable[[int, list[int]], bool]  # (row, new tokens so far) -> may this row end its turn now
+Banned = Callable[[int, list[int]], Iterable[int]]  # (row, new tokens so far) -> token ids it may not write next
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,14 @@ def decode(
     is_complete: IsComplete | None = None,
     generator: Any = None,
     may_end: MayEnd | None = None,
+    banned: Banned | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt (ending with EOS where the model ended its turn).
 
     ``may_end`` vetoes end-of-turn for a row (its EOS logit is masked) until the row's own
     tokens allow it, e.g. until its answer holds enough names. It looks only at that row, so
-    greedy output stays the same alone or batched.
+    greedy output stays the same alone or batched. ``banned`` masks the tokens it names for a
+    row, under the same rule: it sees only that row's tokens.
     """
     import torch
     from transformers import DynamicCache
@@ -153,6 +156,11 @@ def decode(
                 for batch_row, row in enumerate(alive):
                     if not may_end(row, outputs[row]):
                         logits[batch_row, settings.eos_token_id] = float("-inf")
+            if banned is not None:
+                for batch_row, row in enumerate(alive):
+                    ids = list(banned(row, outputs[row]))
+                    if ids:
+                        logits[batch_row, ids] = float("-inf")
             chosen = _choose(logits, settings, generator)
             survivors: list[int] = []
             for batch_row, token in enumerate(chosen.tolist()):

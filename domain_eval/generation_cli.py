@@ -21,8 +21,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "Unsafe descriptions are refused (exit 3) before any model loads; an answer with no valid domain exits 5.",
     )
     p.add_argument("description", help="the business description, in any language")
-    p.add_argument("--model", default=BEST, help="adapter name in models/ (v1, v2, v3), adapter folder, 'base' for the bare base, "
-                   "or 'best': the best shipped adapter for --base (default: best, today v3 on the embedded base)")
+    p.add_argument("--model", default=BEST, help="adapter name in models/ (v1-v4), adapter folder, 'base' for the bare base, "
+                   "or 'best': the best shipped adapter for --base (default: best, today v4 on the embedded base)")
     p.add_argument("--base", default=DEFAULT_BASE, help=f"base model: '{DEFAULT_BASE}' (embedded, offline), an HF id or a local folder (default: {DEFAULT_BASE})")
     p.add_argument("--quant", choices=QUANT_CHOICES, default="4bit", help="4-bit NF4 via bitsandbytes, or full precision (default: 4bit)")
     p.add_argument("--cpu-kernel", choices=CPU_KERNELS, default="dequantized",

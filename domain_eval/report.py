@@ -473,8 +473,8 @@ def _report_md(rows: Sequence[Row], run_id: str, run_meta: Mapping[str, Any], co
         f"- **items**: {c['items']} ({c['scored']} scored); pytest: {pytest_counts}; missing {c['missing']}",
         f"- **invalid case files**: {c['invalid_files']} ({c['invalid_items']} invalid item(s) in all)",
         f"- **models in results**: {', '.join(c['models']) or '-'}",
-        "- **decoding**: " + ("picked (--pick on): names of 4 seeded samples pooled when an answer was short; degenerate "
-                              "names and extra TLD variants dropped; no judge took part"
+        "- **decoding**: " + ("picked (--pick on): greedy with distinct lines, names of 4 seeded samples pooled when an "
+                              "answer was still short; degenerate names and extra TLD variants dropped; no judge took part"
                               if (run_meta.get("compat") or {}).get("pick") else "raw (--pick off): each model's first answer as it is"),
         "",
         "**score** is the mean over the n requested slots: the judge's score for each distinct valid name, "

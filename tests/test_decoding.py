@@ -162,3 +162,28 @@ def test_may_end_vetoes_end_of_turn_for_its_row_only(gen: DomainNameGenerator) -
     held = decode(gen.model, prompts, _settings(gen), may_end=lambda row, tokens: row != 0)
     assert len(held[0]) == 16 and eos not in held[0]
     assert held[1:] == free[1:]  # other rows decode exactly as without the veto
+
+
+def test_banned_tokens_are_never_written_and_only_in_their_row(gen: DomainNameGenerator) -> None:
+    gen.use("a1")
+    prompts = _prompts(gen)
+    free = decode(gen.model, prompts, _settings(gen))
+    first = free[0][0]
+    held = decode(gen.model, prompts, _settings(gen), banned=lambda row, tokens: [first] if row == 0 else [])
+    assert first not in held[0]
+    assert held[1:] == free[1:]
+
+
+def test_distinct_lines_make_a_line_leave_an_earlier_line_after_its_first_token(gen: DomainNameGenerator) -> None:
+    # The tiny random model never repeats a line, so the rule is checked on real token ids
+    # (its effect on real answers is measured in benchmarks/decoding_quality.py).
+    banned = gen._line_divergence()
+    tok = gen.tokenizer
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False).input_ids
+
+    first_line = ids("pocho.com\n")
+    assert banned(0, first_line) == []  # a new line may start with any token
+    assert banned(0, first_line + first_line[:1]) == [first_line[1]]  # but must not go on as 'pocho.com'
+    assert banned(0, first_line + ids("zz")) == []  # a line that already differs is free

@@ -1,6 +1,6 @@
 """report.html in a real headless browser (Debian's chromium + chromedriver, driven by Selenium).
 
-The page is built from the committed reference run (4 models x 167 cases, real outputs), so
+The page is built from the committed reference run (5 models x 167 cases, real outputs), so
 what is tested is what a reader of a real run sees. `make setup` / `.ci/run` install chromium
 as root; without it this test fails with the install command (a browser test that skips
 would pass without testing anything).
@@ -73,12 +73,12 @@ def test_report_html_filters_in_a_real_browser(browser, tmp_path: Path) -> None:
     seconds = _open(browser, run_dir)
     cases = _cases(rows)
     load_ms = browser.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd")
-    print(f"report.html ({len(html) / 1024:.0f} KiB, {len(cases)} cases x 4 models): loaded and drawn in "
+    print(f"report.html ({len(html) / 1024:.0f} KiB, {len(cases)} cases x 5 models): loaded and drawn in "
           f"{load_ms:.0f} ms (browser's navigation timing), {seconds:.2f} s as the driver saw it")
     assert _shown(browser) == f"{len(cases)} of {len(cases)} cases shown"
     # Side by side: one column per model, the names each model wrote in its cell.
     header = [th.text for th in browser.find_elements("css selector", "#cases tr:first-child th")]
-    assert header == ["case", "description", "safety", "base", "v1", "v2", "v3"]
+    assert header == ["case", "description", "safety", "base", "v1", "v2", "v3", "v4"]
     some = next(r for r in rows if r["model"] == "v3" and r["samples"] and r["samples"][0]["domains"])
     row_el = browser.find_element("css selector", f'tr.case[data-id="{some["case_id"]}"]')
     assert some["samples"][0]["domains"][0]["domain"] in row_el.text

@@ -16,8 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from domain_eval.models import DEFAULT_BASE, META_FILE, QUANT_CHOICES, canonical_base_name, configure_threads, load_base
+from domain_eval.models import CPU_KERNELS, DEFAULT_BASE, META_FILE, QUANT_CHOICES, canonical_base_name, configure_threads, load_base
 from domain_eval.prompts import PROMPT_VERSION, build_training_text
+
+
+SAVE_DTYPES: tuple[str, ...] = ("float32", "float16")
 
 
 @dataclass
@@ -51,6 +54,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 25
     device: str | None = None
+    cpu_kernel: str = "dequantized"
+    group_by_length: bool = False
+    save_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.quant not in QUANT_CHOICES:
@@ -64,6 +70,10 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise ValueError(f"save_dtype must be one of {SAVE_DTYPES}, got {self.save_dtype!r}")
+        if self.cpu_kernel not in CPU_KERNELS:
+            raise ValueError(f"cpu_kernel must be one of {CPU_KERNELS}, got {self.cpu_kernel!r}")
         if not self.target_modules:
             raise ValueError("target_modules must name at least one module (or 'all-linear')")
 
@@ -105,11 +115,19 @@ def collate(batch: list[Example], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _batches(examples: list[Example], batch_size: int, rng: random.Random | None) -> list[list[Example]]:
+def _batches(examples: list[Example], batch_size: int, rng: random.Random | None,
+             group_by_length: bool = False) -> list[list[Example]]:
     order = list(range(len(examples)))
     if rng is not None:
         rng.shuffle(order)
-    return [[examples[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    if group_by_length and rng is not None:
+        window = 32 * batch_size
+        order = [i for s in range(0, len(order), window)
+                 for i in sorted(order[s : s + window], key=lambda i: len(examples[i].input_ids))]
+    batches = [[examples[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    if group_by_length and rng is not None:
+        rng.shuffle(batches)  # otherwise each window would run from its shortest batch to its longest
+    return batches
 
 
 def evaluate_loss(model: Any, examples: list[Example], batch_size: int, pad_id: int, device: str) -> float | None:
@@ -162,10 +180,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     configure_threads()
     torch.manual_seed(config.seed)
     # A fresh load with the bitsandbytes CPU gemv repack disabled: see models.disable_cpu_gemv_repack.
-    loaded = load_base(config.base_model, quant=config.quant, device=config.device, for_training=True)
+    loaded = load_base(config.base_model, quant=config.quant, device=config.device, for_training=True,
+                       cpu_kernel=config.cpu_kernel)
     tok, device = loaded.tokenizer, loaded.device
     model = loaded.model
-    if loaded.quant == "4bit":
+    if loaded.kernel == "bnb-4bit":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets: Any = "all-linear" if config.target_modules == ["all-linear"] else list(config.target_modules)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
@@ -200,7 +219,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     model.train()
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {out_dir.name}", unit="step", disable=not progress)
     for epoch in range(config.epochs):
-        batches = _batches(train_ex, config.batch_size, random.Random(config.seed * 1000 + epoch))
+        batches = _batches(train_ex, config.batch_size, random.Random(config.seed * 1000 + epoch), config.group_by_length)
         groups = [batches[i : i + config.grad_accum] for i in range(0, len(batches), config.grad_accum)]
         for group_no, group in enumerate(groups):
             step = epoch * steps_per_epoch + group_no
@@ -238,6 +257,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
+    if config.save_dtype != "float32":
+        _cast_adapter(out_dir, config.save_dtype)
     _rewrite_adapter_base(out_dir, config.base_model)
     curve = state["curve"]
     meta = {
@@ -264,6 +285,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         "device": device,
         "device_name": platform.processor() or platform.machine(),
         "quantization": loaded.quant,
+        "kernel": loaded.kernel,
         "versions": _versions(),
     }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -276,15 +298,35 @@ def _write_model_card(out_dir: Path, meta: dict[str, Any]) -> None:
     cfg = meta["config"]
     (out_dir / "README.md").write_text(
         f"# {out_dir.name}: LoRA adapter for domain-name suggestion\n\n"
-        f"- base model: `{meta['base_model']}` (quantisation during training: {meta['quantization']})\n"
+        f"- base model: `{meta['base_model']}` (quantisation during training: {meta['quantization']}, kernel {meta.get('kernel', 'bnb-4bit')})\n"
         f"- data: `{meta['dataset']['path']}` ({meta['dataset']['rows']} rows, sha256 {meta['dataset']['sha256'][:12]})\n"
         f"- LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout={cfg['dropout']} on {', '.join(cfg['target_modules'])}; "
         f"lr {cfg['learning_rate']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, seed {cfg['seed']}\n"
         f"- loss: train {meta['first_train_loss']} -> {meta['final_train_loss']}, "
         f"eval {meta['initial_eval_loss']} -> {meta['final_eval_loss']}\n"
         f"- {meta['train_seconds']} s training, {meta['tokens_per_second_real']} real tokens/s on {meta['device']}\n\n"
-        "Full metadata: `training_meta.json`. Reproduce with `domain-eval train --data ... --output ...` (see the project README).\n"
+        f"Full metadata: `training_meta.json`. Reproduce with:\n\n```bash\n{reproduce_command(cfg)}\n```\n"
     )
+
+
+def reproduce_command(config: dict[str, Any]) -> str:
+    """The ``domain-eval train`` line that sets every field of ``config`` that is not a default."""
+    defaults = asdict(TrainConfig(data="", output=""))
+    flags = {"base_model": "--base", "learning_rate": "--lr"}
+    parts = ["domain-eval train", f"--data {config['data']}", f"--output {config['output']}"]
+    if "cpu_kernel" not in config and config.get("quant", "4bit") == "4bit":
+        config = {**config, "cpu_kernel": "bnb"}  # trained before the option existed: bitsandbytes' Linear4bit
+    for name, value in config.items():
+        if name in ("data", "output") or name not in defaults or value == defaults[name]:
+            continue
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        if isinstance(value, bool):
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts.append(f"{flag} {','.join(value)}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
 
 
 def _mean_first(curve: list[dict[str, Any]], k: int) -> float | None:
@@ -314,6 +356,15 @@ def _save_checkpoint(model: Any, optim: Any, sched: Any, state: dict[str, Any], 
     (tmp / "trainer_state.json").write_text(json.dumps(state))
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     tmp.rename(ckpt_dir)
+
+
+def _cast_adapter(out_dir: Path, dtype: str) -> None:
+    import safetensors.torch
+    import torch
+
+    path = out_dir / "adapter_model.safetensors"
+    tensors = safetensors.torch.load_file(str(path))
+    safetensors.torch.save_file({k: v.to(getattr(torch, dtype)).contiguous() for k, v in tensors.items()}, str(path))
 
 
 def _rewrite_adapter_base(out_dir: Path, base_model: str) -> None:
