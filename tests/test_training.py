@@ -144,6 +144,7 @@ def test_reproduce_command_round_trips_through_the_cli(tmp_path: Path) -> None:
     from training.train import TrainConfig, reproduce_command
 
     config = TrainConfig(data="d.jsonl", output="models/x", target_modules=["all-linear"], epochs=1, learning_rate=5e-4,
+                         weight_decay=0.01, cpu_kernel="bnb",
                          group_by_length=True, save_dtype="float16", base_model="TinyLlama/TinyLlama-1.1B-Chat-v1.0")
     parser = argparse.ArgumentParser()
     _add_arguments(parser)

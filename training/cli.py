@@ -37,6 +37,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default: 1)")
     p.add_argument("--max-length", type=int, default=192, help="max tokens per row, prompt + answer (default: 192)")
     p.add_argument("--eval-fraction", type=float, default=0.1, help="share of rows held out for eval loss (default: 0.1)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
     p.add_argument("--warmup-ratio", type=float, default=0.05, help="share of steps for linear warm-up (default: 0.05)")
     p.add_argument("--group-by-length", action="store_true",
                    help="batch rows of similar length to spend less compute on padding (off by default, as v1-v3)")
