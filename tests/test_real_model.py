@@ -41,7 +41,9 @@ def test_generate_with_no_options_prints_five_names_from_the_best_adapter() -> N
     """The README's first command, typed as it is: the best shipped adapter, with picking."""
     out = _run("generate", "organic coffee shop in downtown Portland")
     assert out.returncode == 0, out.stderr
-    assert "using adapter 'v3', the best shipped one" in out.stderr
+    from domain_eval.models import BEST_ADAPTERS, DEFAULT_BASE
+
+    assert f"using adapter '{BEST_ADAPTERS[DEFAULT_BASE]}', the best shipped one" in out.stderr
     rows = [line.split() for line in out.stdout.splitlines()[2:] if line.strip()]
     domains = [row[1] for row in rows]
     assert len(domains) == 5 and len(set(domains)) == 5, out.stdout
