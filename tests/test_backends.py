@@ -274,12 +274,15 @@ def test_embedded_base_prompt_from_its_gguf_equals_the_tokenizers() -> None:
 def test_generate_defaults_to_the_best_adapter_and_an_empty_answer_exits_5(tiny_base: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from domain_eval.cli import main
 
-    answers = {"v3": "brewhaven.com\nbeanline.co\n", "base": "Sure! Here are some great ideas for you."}
-    with CompletionsStub(lambda r: completion(answers[r.json["model"]]), models=("base", "v3")) as stub:
+    from domain_eval.models import BEST_ADAPTERS, DEFAULT_BASE
+
+    best = BEST_ADAPTERS[DEFAULT_BASE]
+    answers = {best: "brewhaven.com\nbeanline.co\n", "base": "Sure! Here are some great ideas for you."}
+    with CompletionsStub(lambda r: completion(answers[r.json["model"]]), models=("base", best)) as stub:
         common = ["generate", "coffee business", "--backend", "openai", "--backend-url", stub.url]
         assert main(common) == 0
         out = capsys.readouterr()
-        assert "brewhaven.com" in out.out and "using adapter 'v3', the best shipped one" in out.err
+        assert "brewhaven.com" in out.out and f"using adapter '{best}', the best shipped one" in out.err
         assert main([*common, "--model", "base", "--json"]) == 5
         out = capsys.readouterr()
         assert json.loads(out.out) == []
@@ -287,4 +290,4 @@ def test_generate_defaults_to_the_best_adapter_and_an_empty_answer_exits_5(tiny_
         # A base no shipped adapter was trained on: a clear error, never a silent bare base.
         assert main([*common, "--base", str(tiny_base)]) == 4
         assert "no shipped adapter was trained on base" in capsys.readouterr().err
-    assert [r.json["model"] for r in stub.completions()] == ["v3", "base"]
+    assert [r.json["model"] for r in stub.completions()] == [best, "base"]

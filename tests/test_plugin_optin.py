@@ -59,8 +59,8 @@ def test_ini_case_folders_activate_only_runs_that_reach_them(unrelated: pytest.P
 
 def test_domain_eval_flag_activates_the_paths_given(unrelated: pytest.Pytester) -> None:
     result = unrelated.runpytest_subprocess("tests/data", "--domain-eval", "--collect-only", "-q", "--judge", "heuristic-lexical")
-    result.stdout.fnmatch_lines(["tests/data/fixture.yaml::not-ours[[]v1[]]", "tests/data/fixture.yaml::not-ours[[]v3[]]",
-                                 "3 tests collected*"])
+    result.stdout.fnmatch_lines(["tests/data/fixture.yaml::not-ours[[]v1[]]", "tests/data/fixture.yaml::not-ours[[]v4[]]",
+                                 "4 tests collected*"])
 
 
 def test_help_shows_the_option_group(unrelated: pytest.Pytester) -> None:
