@@ -28,8 +28,12 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 900, env: dict | None = None)
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel installed; returns its bin folder."""
+    from filelock import FileLock
+
     root = tmp_path_factory.mktemp("wheel")
-    built = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(REPO)], root)
+    # setuptools builds in the checkout's build/ folder: two xdist workers building at once race there.
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "wheel-build.lock")):
+        built = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(REPO)], root)
     assert built.returncode == 0, built.stderr
     (wheel,) = (root / "dist").glob("domain_eval-*.whl")
     assert wheel.stat().st_size < MAX_WHEEL_MB * 2**20, f"wheel is {wheel.stat().st_size / 2**20:.1f} MB"
