@@ -96,7 +96,8 @@ class LocalBackend:
                 base_model=options.base, adapter=None, quant=options.quant, cpu_kernel=options.cpu_kernel,
                 models_dir=options.models_dir, safety=self.safety,
                 config=(GenerationConfig.picking if options.pick else GenerationConfig)(
-                    n=options.n, batch_size=options.batch_size, max_new_tokens=options.max_new_tokens),
+                    n=options.n, batch_size=options.batch_size, max_new_tokens=options.max_new_tokens,
+                    distinct_lines=bool(options.distinct_lines)),
             )
         except Exception as exc:  # noqa: BLE001 - reported once, for every item of every model
             self._base_error = f"base model {options.base!r} could not be loaded: {short_error(exc)}"

@@ -65,6 +65,16 @@ def parse_switch(value: Any, option: str) -> bool:
     raise ConfigError([f"{option} must be on or off, got {value!r}"])
 
 
+def parse_auto_switch(value: Any, option: str) -> bool | None:
+    """``auto`` as None (the option's default decides), else :func:`parse_switch`."""
+    if str(value).strip().lower() == "auto":
+        return None
+    try:
+        return parse_switch(value, option)
+    except ConfigError:
+        raise ConfigError([f"{option} must be auto, on or off, got {value!r}"]) from None
+
+
 @dataclass
 class EvalOptions:
     """Every knob of an evaluation run; plain values so it serialises into run metadata.
@@ -76,8 +86,10 @@ class EvalOptions:
         with seeds seed, seed+1, ...
     max_prompt_tokens: longest prompt (system prompt + description) a case may have; None
         means the model's context minus max_new_tokens.
-    pick: decode for quality (GenerationConfig.picking: distinct lines, pooled samples, degenerate
-        names and extra TLD variants dropped; no judge). Off scores the model's first answer as it is.
+    pick: decode for quality (GenerationConfig.picking: pooled samples, degenerate names and extra
+        TLD variants dropped; no judge). Off scores the model's first answer as it is.
+    distinct_lines: greedy where a line may not go on as an earlier one (GenerationConfig.distinct_lines).
+        None (auto) resolves to on for the local backend and off for a server, which decodes on its own.
     """
 
     models: list[str] = field(default_factory=list)
@@ -112,6 +124,7 @@ class EvalOptions:
     backend_retries: int = 4
     backend_models: dict[str, str] = field(default_factory=dict)  # model -> served model name
     pick: bool = False
+    distinct_lines: bool | None = None
 
     def __post_init__(self) -> None:
         from domain_eval.models import CPU_KERNELS, QUANT_CHOICES  # cheap: no torch at import
@@ -153,6 +166,11 @@ class EvalOptions:
             problems.append(f"--backend-timeout must be a number of seconds > 0, got {self.backend_timeout}")
         if self.pick and self.backend != "local":
             problems.append("--pick on runs with --backend local only: a server returns one answer per request")
+        if self.distinct_lines and self.backend != "local":
+            problems.append("--distinct-lines on runs with --backend local only: a server decodes on its own "
+                            "(use --distinct-lines off or auto)")
+        if self.distinct_lines is None:
+            self.distinct_lines = self.backend == "local"
         if self.backend_retries < 0:
             problems.append(f"--backend-retries must be >= 0, got {self.backend_retries}")
         return problems

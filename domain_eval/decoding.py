@@ -79,7 +79,7 @@ def _top_p_filter(logits: Any, top_p: float) -> Any:
     return torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
 
 
-def _choose(logits: Any, settings: DecodeSettings, generator: Any) -> Any:
+def _choose(logits: Any, settings: DecodeSettings, generator: Any, alive: list[int]) -> Any:
     import torch
 
     if settings.greedy:
@@ -87,7 +87,11 @@ def _choose(logits: Any, settings: DecodeSettings, generator: Any) -> Any:
     logits = logits / settings.temperature
     if settings.top_p < 1.0:
         logits = _top_p_filter(logits, settings.top_p)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+    probs = logits.softmax(-1)
+    if isinstance(generator, (list, tuple)):
+        # One generator per row: a row's draws depend on its own seed, not on which rows share its batch.
+        return torch.cat([torch.multinomial(probs[i], 1, generator=generator[row]) for i, row in enumerate(alive)])
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
 def decode(
@@ -101,6 +105,8 @@ def decode(
 ) -> list[list[int]]:
     """New token ids for each prompt (ending with EOS where the model ended its turn).
 
+    ``generator`` seeds sampling: one ``torch.Generator`` for the batch, or a sequence of them,
+    one per prompt, so each row samples the same tokens whatever rows share its batch.
     ``may_end`` vetoes end-of-turn for a row (its EOS logit is masked) until the row's own
     tokens allow it, e.g. until its answer holds enough names. It looks only at that row, so
     greedy output stays the same alone or batched. ``banned`` masks the tokens it names for a
@@ -161,7 +167,7 @@ def decode(
                     ids = list(banned(row, outputs[row]))
                     if ids:
                         logits[batch_row, ids] = float("-inf")
-            chosen = _choose(logits, settings, generator)
+            chosen = _choose(logits, settings, generator, alive)
             survivors: list[int] = []
             for batch_row, token in enumerate(chosen.tolist()):
                 row = alive[batch_row]

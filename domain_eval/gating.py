@@ -41,9 +41,10 @@ __all__ = ["BASELINE_VERSION", "COMPAT_FIELDS", "BaselineError", "GateResult", "
 BASELINE_VERSION = 2
 #: What a score depends on. A baseline and a run that differ in any of these are not compared.
 COMPAT_FIELDS = ("scoring_version", "judge", "judge_version", "judge_model", "base", "base_sha256", "quant",
-                 "kernel", "n", "samples", "seed", "max_new_tokens", "safety", "backend", "served", "pick")
+                 "kernel", "n", "samples", "seed", "max_new_tokens", "safety", "backend", "served", "pick",
+                 "distinct_lines")
 #: Values of fields added after baselines were first written: every earlier baseline ran locally.
-_ASSUMED_BEFORE = {"backend": "local", "served": None, "pick": False}
+_ASSUMED_BEFORE = {"backend": "local", "served": None, "pick": False, "distinct_lines": False}
 METRICS = ("score", "yield")
 
 Row = Mapping[str, Any]

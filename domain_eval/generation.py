@@ -51,8 +51,9 @@ class GenerationConfig:
         ``pumpandamp.com/.co/.io`` leaves room for other names.
     samples: when the answer holds fewer than ``n`` usable domains, sample this many more
         answers (temperature, top_p; a seed from the description and the call's seed) and pool
-        their names after the answer's. Each description's samples run as one batch of their
-        own, so a description gets the same names alone or with others.
+        their names after the answer's. Each sample row draws from its own seeded generator, so
+        the samples of many descriptions share batches and a description gets the same names
+        alone or with others.
     distinct_lines: once a line's first token matches an earlier line's, its next token may not
         continue that line (it is masked), so greedy decoding cannot repeat a name or write it
         again under another TLD (``pocho.com`` five times, ``bookkeeper.io`` then ``.com``).
@@ -293,11 +294,11 @@ class DomainNameGenerator:
         done = 0
         for batch_no, idx in enumerate(plan_batches(order, lengths, self.config.batch_size, self.config.max_batch_tokens)):
             texts, counts = self._generate_texts([prompts[i] for i in idx], use_greedy, seed, batch_no, n)
+            short = [i for i, text in zip(idx, texts) if self.config.samples and self._usable_count(text) < n]
+            samples = self._sample_texts(short, prompts, descriptions, seed, n)
             for i, text, count in zip(idx, texts, counts):
-                pooled: list[str] = []
-                if self.config.samples and self._usable_count(text) < n:
-                    pooled, more = self._sample_texts(prompts[i], descriptions[i], seed, n)
-                    count += more
+                pooled, more = samples.get(i, ([], 0))
+                count += more
                 domains, dropped = rank_domains("\n".join([text, *pooled]), descriptions[i], n, self.safety, **self._filters())
                 results[i] = Generation(descriptions[i], text, domains, dropped, count, self.active,
                                         None if use_greedy else seed, pooled)
@@ -319,20 +320,36 @@ class DomainNameGenerator:
                                   max_new_tokens=self.config.max_new_tokens, is_complete=is_complete, may_end=may_end)
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows], [len(row) for row in rows]
 
-    def _sample_texts(self, prompt: list[int], description: str, seed: int | None, n: int) -> tuple[list[str], int]:
-        """``config.samples`` sampled answers to one prompt, as one batch of their own."""
+    def _sample_texts(self, short: list[int], prompts: list[list[int]], descriptions: Sequence[str], seed: int | None,
+                      n: int) -> dict[int, tuple[list[str], int]]:
+        """``config.samples`` sampled answers for each prompt in ``short``: (texts, new tokens) by index.
+
+        Every sample row has its own generator, seeded from its description, the call's seed and
+        its number, so the samples of many descriptions share batches (a short answer's samples
+        alone were batches of 4) and a description still gets the same samples alone or with others.
+        """
+        if not short:
+            return {}
         is_complete = self._answer_complete(n) if self.config.stop_when_complete else None
-        own_seed = zlib.crc32(description.encode("utf-8")) + (seed or 0)
-        rows = self.decode_tokens([prompt] * self.config.samples, greedy=False, seed=own_seed,
-                                  max_new_tokens=self.config.max_new_tokens, is_complete=is_complete)
-        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows], sum(len(row) for row in rows)
+        rows = [(i, k) for i in short for k in range(self.config.samples)]
+        lengths = [len(prompts[i]) for i, _ in rows]
+        order = sorted(range(len(rows)), key=lambda r: lengths[r])
+        texts: dict[int, tuple[list[str], int]] = {i: ([], 0) for i in short}
+        for batch in plan_batches(order, lengths, self.config.batch_size, self.config.max_batch_tokens):
+            seeds = [zlib.crc32(f"{rows[r][1]}:{descriptions[rows[r][0]]}".encode("utf-8")) + (seed or 0) for r in batch]
+            out = self.decode_tokens([prompts[rows[r][0]] for r in batch], greedy=False, seed=seeds,
+                                     max_new_tokens=self.config.max_new_tokens, is_complete=is_complete)
+            for r, tokens in zip(batch, out):
+                got, count = texts[rows[r][0]]
+                texts[rows[r][0]] = ([*got, self.tokenizer.decode(tokens, skip_special_tokens=True)], count + len(tokens))
+        return texts  # the sort is stable, so a description's samples keep their numbering order
 
     def decode_tokens(
         self,
         prompts: list[list[int]],
         *,
         greedy: bool,
-        seed: int | None,
+        seed: int | Sequence[int] | None,
         max_new_tokens: int,
         temperature: float | None = None,
         top_p: float | None = None,
@@ -357,10 +374,14 @@ class DomainNameGenerator:
             share_prefix=self.config.share_prefix,
         )
         banned = self._line_divergence() if self.config.distinct_lines else None
-        generator = None
-        if not greedy:
+        def seeded(value: int | None) -> Any:
             generator = torch.Generator(device=self.loaded.device)
-            generator.manual_seed(seed or 0)
+            generator.manual_seed(value or 0)
+            return generator
+
+        generator: Any = None
+        if not greedy:  # a seed per prompt gives each row its own generator (decoding.decode)
+            generator = [seeded(s) for s in seed] if isinstance(seed, Sequence) else seeded(seed)
         if self.active == BASE_ADAPTER and self.adapter_paths:
             with self.model.disable_adapter():
                 return decode(self.model, prompts, settings, is_complete, generator, may_end, banned)

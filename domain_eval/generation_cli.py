@@ -36,6 +36,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="decoding for quality (default: on with --backend local): when the answer holds fewer than -n usable "
                    "names, pool the names of 4 seeded samples; drop degenerate names (paintandpaint) and extra TLD variants "
                    "of one name. --no-pick prints the model's first answer as it is")
+    p.add_argument("--distinct-lines", action=argparse.BooleanOptionalAction, default=None,
+                   help="greedy decoding where a line may not go on as an earlier line after its first token, so the model "
+                   "cannot repeat a name or restate it under another TLD (default: on with --backend local). "
+                   "--no-distinct-lines --no-pick prints the plain greedy answer")
     p.add_argument("--safety-policy", action="append", default=[], metavar="PATH", help="extra safety policy YAML (repeatable)")
     p.add_argument("--json", action="store_true", help='print [{"domain": ..., "confidence": ...}, ...]')
     p.add_argument("--backend", choices=("local", "openai"), default="local",
@@ -86,12 +90,14 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_LOAD
         _status(f"domain-eval: using adapter '{args.model}', the best shipped one for {args.base} (--model base for the bare base)")
     if args.backend == "openai":
-        if args.pick:
-            print("error: --pick runs on the local backend only; with --backend openai the server's answer is printed as it is",
-                  file=sys.stderr)
-            return EXIT_USAGE
+        for flag, value in (("--pick", args.pick), ("--distinct-lines", args.distinct_lines)):
+            if value:
+                print(f"error: {flag} runs on the local backend only; with --backend openai the server's answer is printed "
+                      "as it is", file=sys.stderr)
+                return EXIT_USAGE
         return _generate_remote(args, description, safety)
     pick = args.pick is not False
+    distinct = args.distinct_lines is not False
     from domain_eval.generation import DomainNameGenerator, GenerationConfig
     from domain_eval.models import ModelLoadError
 
@@ -104,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             quant=args.quant,
             cpu_kernel=args.cpu_kernel,
             models_dir=args.models_dir,
-            config=GenerationConfig.picking(n=args.n) if pick else GenerationConfig(n=args.n),
+            config=(GenerationConfig.picking if pick else GenerationConfig)(n=args.n, distinct_lines=distinct),
             progress=lambda m: _status(f"domain-eval: {m}"),
             safety=safety if safety is not None else "default",
         )

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from domain_eval.cases import Case, CaseDefaults, CaseError, load_case_file
-from domain_eval.config import ConfigError, EvalOptions, model_label, parse_float, parse_int, parse_switch
+from domain_eval.config import ConfigError, EvalOptions, model_label, parse_auto_switch, parse_float, parse_int, parse_switch
 from domain_eval.project import ProjectConfig, case_roots, find_project
 from domain_eval.scoring import DEFAULT_MAX_REGRESSION, SAFETY_FILTER, CaseResult, format_failure
 from domain_eval.session import ITEM_ID, RESULT_PROPERTY, EvalSession
@@ -53,7 +53,8 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--safety-policy", "domain_eval_safety_policies", "args", [], "extra safety policy YAML (repeatable)."),
     ("--safety", "domain_eval_safety", "string", "local", "safety layers: local (policy rules, then the shipped classifier) or groq (local, then an LLM moderation model; needs GROQ_API_KEY, and a failed request is a case error)."),
     ("--safety-model", "domain_eval_safety_model", "string", None, "moderation model for --safety groq (default: meta-llama/llama-guard-4-12b)."),
-    ("--pick", "domain_eval_pick", "string", "off", "decoding for quality: on = greedy with distinct lines (a line may not repeat an earlier one), then when an answer holds fewer than n usable names, pool the names of 4 seeded samples, and drop degenerate names and extra TLD variants (no judge takes part; local backend only); off = score the model's first answer as it is."),
+    ("--distinct-lines", "domain_eval_distinct_lines", "string", "auto", "greedy decoding where a line may not go on as an earlier line after its first token, so a model cannot repeat a name or restate it under another TLD (judge-free, per row). auto (default) = on with --backend local, off with a server (it decodes on its own); off = the plain greedy answer."),
+    ("--pick", "domain_eval_pick", "string", "off", "decoding for quality: on = when an answer holds fewer than n usable names, pool the names of 4 seeded samples, and drop degenerate names and extra TLD variants (no judge takes part; local backend only); off = score the model's first answer as it is."),
     ("--backend", "domain_eval_backend", "string", "local", "where generations come from: local (this process loads the base and adapters) or openai (an OpenAI-compatible server at --backend-url: domain-eval serve, vLLM, llama.cpp, TGI, SGLang; workers then stay light clients)."),
     ("--backend-url", "domain_eval_backend_url", "string", None, "the server's API root for --backend openai, e.g. http://127.0.0.1:8765/v1."),
     ("--backend-api-key", "domain_eval_backend_api_key", "string", None, "NAME of the environment variable holding the server's API key (default: OPENAI_API_KEY, when set). The key is sent, never written."),
@@ -177,6 +178,7 @@ def build_options(config: pytest.Config) -> EvalOptions:
         backend_retries=parsed(parse_int, get("--backend-retries", "domain_eval_backend_retries"), "--backend-retries", 0),
         backend_models=parsed(_model_map, _ini(config, "domain_eval_backend_models", "args")),
         pick=parsed(parse_switch, get("--pick", "domain_eval_pick"), "--pick"),
+        distinct_lines=parsed(parse_auto_switch, get("--distinct-lines", "domain_eval_distinct_lines"), "--distinct-lines"),
     )
     parsed(case_defaults, config)
     if problems:

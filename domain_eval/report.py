@@ -463,6 +463,16 @@ def _model_overview(comp: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{k: t.get(k) for k in keep} for t in comp if t.get("category") == OVERALL]
 
 
+def decoding_summary(compat: Mapping[str, Any]) -> str:
+    """How the answers were decoded, in words: what a reader needs to judge the scores."""
+    greedy = ("greedy with distinct lines (--distinct-lines on: a line may not go on as an earlier one)"
+              if compat.get("distinct_lines") else "plain greedy (--distinct-lines off)")
+    if compat.get("pick"):
+        return (f"picked (--pick on): {greedy}; names of 4 seeded samples pooled when an answer was still short; "
+                "degenerate names and extra TLD variants dropped; no judge took part")
+    return f"{greedy}, each model's first answer scored as it is (--pick off)"
+
+
 def _report_md(rows: Sequence[Row], run_id: str, run_meta: Mapping[str, Any], comp: list[dict[str, Any]],
                crit: list[dict[str, Any]], chart_note: str | None) -> str:
     c = _counts(rows)
@@ -473,9 +483,7 @@ def _report_md(rows: Sequence[Row], run_id: str, run_meta: Mapping[str, Any], co
         f"- **items**: {c['items']} ({c['scored']} scored); pytest: {pytest_counts}; missing {c['missing']}",
         f"- **invalid case files**: {c['invalid_files']} ({c['invalid_items']} invalid item(s) in all)",
         f"- **models in results**: {', '.join(c['models']) or '-'}",
-        "- **decoding**: " + ("picked (--pick on): greedy with distinct lines, names of 4 seeded samples pooled when an "
-                              "answer was still short; degenerate names and extra TLD variants dropped; no judge took part"
-                              if (run_meta.get("compat") or {}).get("pick") else "raw (--pick off): each model's first answer as it is"),
+        "- **decoding**: " + decoding_summary(run_meta.get("compat") or {}),
         "",
         "**score** is the mean over the n requested slots: the judge's score for each distinct valid name, "
         "1 for each slot left empty (missing, invalid, repeated, unsafe or a TLD variant). **quality** is the judge's "

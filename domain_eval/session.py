@@ -52,6 +52,7 @@ def compat_of(options: EvalOptions, judge: dict[str, Any], loaded: dict[str, Any
         "backend": options.backend, "served": served_compat,
         "n": options.n, "samples": options.samples, "seed": options.seed if options.samples > 1 else None,
         "max_new_tokens": options.max_new_tokens, "pick": options.pick,
+        "distinct_lines": options.distinct_lines,
     }
 
 

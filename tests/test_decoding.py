@@ -187,3 +187,22 @@ def test_distinct_lines_make_a_line_leave_an_earlier_line_after_its_first_token(
     assert banned(0, first_line) == []  # a new line may start with any token
     assert banned(0, first_line + first_line[:1]) == [first_line[1]]  # but must not go on as 'pocho.com'
     assert banned(0, first_line + ids("zz")) == []  # a line that already differs is free
+
+
+def test_a_generator_per_row_samples_the_same_tokens_alone_or_batched(gen: DomainNameGenerator) -> None:
+    import torch
+
+    gen.use("a1")
+    prompts = _prompts(gen)
+
+    def generators(seeds: list[int]) -> list[Any]:
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    seeds = [11 + i for i in range(len(prompts))]
+    settings = _settings(gen, greedy=False, temperature=1.0, top_p=1.0)
+    together = decode(gen.model, prompts, settings, generator=generators(seeds))
+    alone = [decode(gen.model, [p], settings, generator=generators([s]))[0] for p, s in zip(prompts, seeds)]
+    assert together == alone
+    # The seed decides: another seed for row 0 changes row 0 and leaves the others as they were.
+    reseeded = decode(gen.model, prompts, settings, generator=generators([99, *seeds[1:]]))
+    assert reseeded[0] != together[0] and reseeded[1:] == together[1:]

@@ -143,6 +143,9 @@ def test_tags_and_categories_are_keywords(project: pytest.Pytester) -> None:
     (["--quant", "8bit"], "*--quant must be 4bit or none, got '8bit'*"),
     (["--pick", "maybe"], "*--pick must be on or off, got 'maybe'*"),
     (["--pick", "on", "--backend", "openai", "--backend-url", "http://127.0.0.1:9/v1"], "*--pick on runs with --backend local only*"),
+    (["--distinct-lines", "maybe"], "*--distinct-lines must be auto, on or off, got 'maybe'*"),
+    (["--distinct-lines", "on", "--backend", "openai", "--backend-url", "http://127.0.0.1:9/v1"],
+     "*--distinct-lines on runs with --backend local only*"),
 ])
 def test_configuration_errors_are_usage_errors_before_any_model_loads(project: pytest.Pytester, args: list[str], message: str) -> None:
     project.makeconftest("")  # no judge hook: the built-in judges are checked
@@ -415,7 +418,7 @@ def test_pick_scores_picked_answers_says_so_and_never_gates_against_raw(project:
     baseline = project.path / "raw.json"
     assert project.runpytest("--model", "a1", "--write-baseline", str(baseline)).ret in (0, 1)
     raw = [r["yield"] for r in _rows(project.path) if r["model"] == "a1"]
-    assert "raw (--pick off)" in (project.path / "results" / "latest" / "report.md").read_text()
+    assert "first answer scored as it is (--pick off)" in (project.path / "results" / "latest" / "report.md").read_text()
     assert project.runpytest("--model", "a1", "--pick", "on").ret in (0, 1)
     picked = [r["yield"] for r in _rows(project.path) if r["model"] == "a1"]
     assert _run_json(project.path)["compat"]["pick"] is True
@@ -424,6 +427,19 @@ def test_pick_scores_picked_answers_says_so_and_never_gates_against_raw(project:
     result = project.runpytest("--model", "a1", "--pick", "on", "--baseline", str(baseline))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*pick: baseline False, this run True*"])
+
+
+def test_distinct_lines_are_the_local_default_recorded_and_never_gated_against_plain_greedy(project: pytest.Pytester) -> None:
+    baseline = project.path / "distinct.json"
+    assert project.runpytest("--model", "a1", "--write-baseline", str(baseline)).ret in (0, 1)
+    assert _run_json(project.path)["compat"]["distinct_lines"] is True
+    assert "greedy with distinct lines" in (project.path / "results" / "latest" / "report.md").read_text()
+    result = project.runpytest("--model", "a1", "--distinct-lines", "off", "--baseline", str(baseline))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*distinct_lines: baseline True, this run False*"])
+    assert project.runpytest("--model", "a1", "--distinct-lines", "off").ret in (0, 1)
+    assert _run_json(project.path)["compat"]["distinct_lines"] is False
+    assert "plain greedy (--distinct-lines off)" in (project.path / "results" / "latest" / "report.md").read_text()
 
 
 def test_case_xfail_marks_a_known_failure_of_one_model(project: pytest.Pytester) -> None:

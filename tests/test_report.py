@@ -46,7 +46,7 @@ N = 5
 COMPAT: dict[str, Any] = {
     "scoring_version": 2, "judge": "heuristic", "judge_version": "2", "judge_model": None, "base": "Qwen/Qwen2.5-0.5B",
     "base_sha256": "ab" * 32, "quant": "none", "kernel": "sdpa", "n": N, "samples": 1, "seed": None, "max_new_tokens": 64, "safety": "policy-test+clf-test",
-    "backend": "local", "served": None, "pick": False,
+    "backend": "local", "served": None, "pick": False, "distinct_lines": False,
 }
 
 
@@ -541,11 +541,12 @@ def test_incompatibilities_name_every_differing_field() -> None:
     assert incompatibilities({k: v for k, v in COMPAT.items() if k != "kernel"}, COMPAT) == [
         "kernel: baseline None, this run 'sdpa'"]
     # Except the fields added later: a baseline without them was generated locally, with raw decoding.
-    older = {k: v for k, v in COMPAT.items() if k not in ("backend", "served", "pick")}
+    older = {k: v for k, v in COMPAT.items() if k not in ("backend", "served", "pick", "distinct_lines")}
     assert incompatibilities(older, COMPAT) == []
     served = {**COMPAT, "backend": "openai", "served": {"version": "0.9.1", "models": {"v1": "v1"}}}
     assert [p.split(":")[0] for p in incompatibilities(older, served)] == ["backend", "served"]
     assert incompatibilities(older, {**COMPAT, "pick": True}) == ["pick: baseline False, this run True"]
+    assert incompatibilities(older, {**COMPAT, "distinct_lines": True}) == ["distinct_lines: baseline False, this run True"]
 
 
 @pytest.mark.parametrize(
