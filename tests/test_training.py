@@ -154,3 +154,12 @@ def test_reproduce_command_round_trips_through_the_cli(tmp_path: Path) -> None:
     # v1-v3's metadata predate --cpu-kernel: they were trained through bitsandbytes' Linear4bit.
     shipped = json.loads((Path(__file__).resolve().parent.parent / "models" / "v3" / "training_meta.json").read_text())
     assert "--cpu-kernel bnb" in reproduce_command(shipped["config"])
+
+
+def test_model_card_loss_line_shows_the_trend_of_a_single_epoch() -> None:
+    from training.train import _loss_summary
+
+    curve = [{"step": i + 1, "epoch": 0, "loss": 4.0 - 0.1 * i} for i in range(20)]
+    line = _loss_summary({"loss_curve": curve, "initial_eval_loss": 4.4970487, "final_eval_loss": 2.8398904})
+    assert line == "train 3.950 (mean of the first 2 steps) -> 2.150 (last 2); eval 4.497 -> 2.840"
+    assert _loss_summary({"loss_curve": [], "initial_eval_loss": None, "final_eval_loss": None}) == "not recorded"

@@ -302,11 +302,24 @@ def _write_model_card(out_dir: Path, meta: dict[str, Any]) -> None:
         f"- data: `{meta['dataset']['path']}` ({meta['dataset']['rows']} rows, sha256 {meta['dataset']['sha256'][:12]})\n"
         f"- LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout={cfg['dropout']} on {', '.join(cfg['target_modules'])}; "
         f"lr {cfg['learning_rate']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, seed {cfg['seed']}\n"
-        f"- loss: train {meta['first_train_loss']} -> {meta['final_train_loss']}, "
-        f"eval {meta['initial_eval_loss']} -> {meta['final_eval_loss']}\n"
+        f"- loss: {_loss_summary(meta)}\n"
         f"- {meta['train_seconds']} s training, {meta['tokens_per_second_real']} real tokens/s on {meta['device']}\n\n"
         f"Full metadata: `training_meta.json`. Reproduce with:\n\n```bash\n{reproduce_command(cfg)}\n```\n"
     )
+
+
+def _loss_summary(meta: dict[str, Any]) -> str:
+    """Train loss over the first and last tenth of the steps (an epoch's mean says nothing when there
+    is one epoch), and the held-out loss before and after training."""
+    losses = [point["loss"] for point in meta.get("loss_curve") or []]
+    parts = []
+    if losses:
+        k = max(1, len(losses) // 10)
+        parts.append(f"train {sum(losses[:k]) / k:.3f} (mean of the first {k} steps) -> "
+                     f"{sum(losses[-k:]) / k:.3f} (last {k})")
+    if meta.get("initial_eval_loss") is not None and meta.get("final_eval_loss") is not None:
+        parts.append(f"eval {meta['initial_eval_loss']:.3f} -> {meta['final_eval_loss']:.3f}")
+    return "; ".join(parts) or "not recorded"
 
 
 def reproduce_command(config: dict[str, Any]) -> str:
