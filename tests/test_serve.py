@@ -143,7 +143,8 @@ def test_openai_backend_on_serve_gives_exactly_the_local_domains(server: str, py
             return make_judge("heuristic-lexical")
         """)
     models = ["--model", "base,a1,a2"]
-    pytester.runpytest_subprocess(*models)
+    # The server decodes plain greedy (a server decodes on its own), so the local run does too.
+    pytester.runpytest_subprocess(*models, "--distinct-lines", "off")
     local = _domains(pytester.path)
     assert len(local) == 7 * 3 + 1
     assert local["too-long[a1]"][0] == "error" and local["u-casino[safety-filter]"][0] == "passed"
@@ -156,11 +157,11 @@ def test_openai_backend_on_serve_gives_exactly_the_local_domains(server: str, py
 @pytest.mark.slow
 def test_readme_scaling_out_commands_on_the_embedded_model(tmp_path: Path) -> None:
     """README's check: serve v3, then `pytest --model v3 --backend openai ... -k short` gives the
-    domains of `pytest --model v3 -k short`."""
+    domains of `pytest --model v3 -k short --distinct-lines off`."""
     proc, url = start_server(["--model", "v3"], tmp_path / "serve.log")
     try:
         runs = {}
-        for name, extra in [("openai", ["--backend", "openai", "--backend-url", url]), ("local", [])]:
+        for name, extra in [("openai", ["--backend", "openai", "--backend-url", url]), ("local", ["--distinct-lines", "off"])]:
             subprocess.run([sys.executable, "-m", "pytest", "--model", "v3", "-k", "short", "-q", "-p", "no:cacheprovider",
                             "--report-dir", str(tmp_path / name / "results"), *extra], cwd=ROOT, capture_output=True,
                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
