@@ -117,6 +117,14 @@ def char_out_of_fold(pairs: list[RatedPair]) -> Any:
     return out
 
 
+def stack_char(F_fit: Any, fit_pairs: list[RatedPair], F_held: Any, held_pairs: list[RatedPair]) -> tuple[Any, Any]:
+    """Append the char score: out-of-fold for the pairs the trees fit on, from a fit on all of them for the held ones."""
+    import numpy as np
+
+    return (np.column_stack([F_fit, char_out_of_fold(fit_pairs)]),
+            np.column_stack([F_held, char_scores(fit_char(fit_pairs), held_pairs)]))
+
+
 def _targets(pairs: list[RatedPair]) -> Any:
     import numpy as np
 
@@ -161,14 +169,15 @@ def predict(design: Design, models: dict[str, Any], X: Any) -> Any:
 
 
 def measure(pairs: list[RatedPair], pred: Any) -> dict[str, Any]:
-    """Spearman rho and MAE of predicted overall vs the raters' mean; per language too."""
+    """Spearman rho and MAE of predicted overall (column 0) vs the raters' mean; per language too."""
     y = [p.label["overall"] for p in pairs]
     out: dict[str, Any] = {"n": len(pairs), "rho": spearman(list(pred[:, 0]), y),
                            "mae": statistics.fmean(abs(a - b) for a, b in zip(pred[:, 0], y))}
     own = [i for i, p in enumerate(pairs) if is_model_output(p)]
     out["model_outputs"] = {"n": len(own), "rho": spearman([pred[i, 0] for i in own], [y[i] for i in own]) if len(own) > 2 else None,
                             "mae": statistics.fmean(abs(pred[i, 0] - y[i]) for i in own) if own else None}
-    out["criteria_rho"] = {c: spearman(list(pred[:, j + 1]), [p.label[c] for p in pairs]) for j, c in enumerate(CRITERIA)}
+    out["criteria_rho"] = ({c: spearman(list(pred[:, j + 1]), [p.label[c] for p in pairs]) for j, c in enumerate(CRITERIA)}
+                           if pred.shape[1] > 1 else {})
     langs: dict[str, list[int]] = {}
     for i, p in enumerate(pairs):
         langs.setdefault(p.lang, []).append(i)
@@ -197,26 +206,16 @@ def cross_validate(pairs: list[RatedPair], folds: int = 5) -> None:
 
     F, Y = features_of(pairs), _targets(pairs)
     splits = list(GroupKFold(folds).split(pairs, groups=[p.desc_id for p in pairs]))
-    stacked = []
-    for fit_idx, held in splits:
-        fit_pairs, held_pairs = [pairs[i] for i in fit_idx], [pairs[i] for i in held]
-        stacked.append((np.column_stack([F[fit_idx], char_out_of_fold(fit_pairs)]),
-                        np.column_stack([F[held], char_scores(fit_char(fit_pairs), held_pairs)])))
+    stacked = [stack_char(F[fit_idx], [pairs[i] for i in fit_idx], F[held], [pairs[i] for i in held])
+               for fit_idx, held in splits]
     y = Y[:, 0]  # overall only: what the verdict is
     for design in (d for d in DESIGNS if d.kind == "gbm"):
-        cols, pred = design.columns(), np.zeros(len(pairs))
+        cols, pred = design.columns(), np.zeros((len(pairs), 1))
         for (fit_idx, held), (X_fit, X_held) in zip(splits, stacked):
             weights = sample_weights(design, [pairs[i] for i in fit_idx])
-            pred[held] = np.clip(_regressor(design).fit(X_fit[:, cols], y[fit_idx], sample_weight=weights)
-                                 .predict(X_held[:, cols]), 1, 10)
-        langs: dict[str, list[int]] = {}
-        for i, p in enumerate(pairs):
-            langs.setdefault(p.lang, []).append(i)
-        by_lang = " ".join(f"{lg}:{spearman(list(pred[ix]), list(y[ix])):.2f}" for lg, ix in sorted(langs.items()))
-        own = np.array([is_model_output(p) for p in pairs])
-        print(f"{design.name + ' (cv)':<25} rho {spearman(list(pred), list(y)):.3f}  MAE {np.abs(pred - y).mean():.2f}  "
-              f"models' names rho {spearman(list(pred[own]), list(y[own])):.3f} MAE {np.abs(pred - y)[own].mean():.2f}  | {by_lang}",
-              flush=True)
+            pred[held, 0] = np.clip(_regressor(design).fit(X_fit[:, cols], y[fit_idx], sample_weight=weights)
+                                    .predict(X_held[:, cols]), 1, 10)
+        print(_format(design.name + " (cv)", measure(pairs, pred)), flush=True)
 
 
 def judge_pairs(judge: Any, pairs: list[RatedPair]) -> Any:
@@ -309,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         train = [p for p in pairs if p.split == "train"]
         dev = [p for p in pairs if p.split == "dev"]
         t0 = time.perf_counter()
-        Xtr, Xdev = features_of(train), features_of(dev)
-        Xtr = np.column_stack([Xtr, char_out_of_fold(train)])
-        Xdev = np.column_stack([Xdev, char_scores(fit_char(train), dev)])
+        Xtr, Xdev = stack_char(features_of(train), train, features_of(dev), dev)
         print(f"features: {len(train)} train, {len(dev)} dev pairs in {time.perf_counter() - t0:.0f} s")
         ceiling = _raters_ceiling(dev)
         print(f"{'raters (a vs b)':<20} rho {ceiling['rho']:.3f}  MAE {ceiling['mae']:.2f}")
@@ -334,8 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         is_train = np.array([p.split == "train" for p in pairs])
         train, dev = [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "dev"]
         # Dev numbers are from a train-only fit (what compare measured); the shipped model sees dev too.
-        Xtr = np.column_stack([F[is_train], char_out_of_fold(train)])
-        Xdev = np.column_stack([F[~is_train], char_scores(fit_char(train), dev)])
+        Xtr, Xdev = stack_char(F[is_train], train, F[~is_train], dev)
         dev_m = measure(dev, predict(design, fit(design, Xtr, Y[is_train], sample_weights(design, train)), Xdev))
         X = np.column_stack([F, char_out_of_fold(pairs)])
         models = fit(design, X, Y, sample_weights(design, pairs))
