@@ -21,8 +21,10 @@ import hashlib
 import json
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from domain_eval.judges.base import CRITERIA
 from domain_eval.judges.agreement import spearman  # the one Spearman (ties averaged; tested against scipy)
@@ -115,15 +117,48 @@ def load_corpus(root: Path = DEFAULT_DIR, include_test: bool = False, check_froz
 #: Model outputs are taken round-robin in this order, so every adapter and decoding mode
 #: is represented (greedy first: what the evaluation sees).
 MODEL_SOURCES = ("v3/greedy", "v2/greedy", "v1/greedy", "v3/sampled", "v2/sampled", "v1/sampled", "base/greedy", "base/sampled")
+#: Part 2 (after v4 and distinct-line decoding shipped): what an evaluation meets today comes first.
+MODEL_SOURCES_PART2 = ("v4/greedy", "v3/greedy", "v2/greedy", "v1/greedy", "v4/sampled", "v3/sampled")
+SAMPLE_SEED = 7
+
+
+def model_outputs(writer_files: list[Path], out: Path, sources: tuple[str, ...] = MODEL_SOURCES_PART2,
+                  progress: Any = print) -> int:
+    """Run the shipped adapters on the writers' descriptions and write their names (JSON Lines).
+
+    Greedy rows use the evaluation's default decoding (greedy with distinct lines); sampled rows
+    use seed :data:`SAMPLE_SEED`. Returns the number of rows written.
+    """
+    from domain_eval.generation import DomainNameGenerator, GenerationConfig
+
+    rows = [r for path in writer_files for r in _read_jsonl(path)]
+    adapters = sorted({s.split("/")[0] for s in sources} - {"base"})
+    gen = DomainNameGenerator(adapter=adapters, config=GenerationConfig(distinct_lines=True), progress=progress)
+    written = 0
+    with out.open("w", encoding="utf-8") as fh:
+        for source in sources:
+            adapter, mode = source.split("/")
+            gen.use(adapter)
+            t0 = time.perf_counter()
+            results = gen.generate([r["description"] for r in rows], seed=SAMPLE_SEED if mode == "sampled" else None)
+            for r, g in zip(rows, results):
+                fh.write(json.dumps({"id": r["id"], "adapter": adapter, "mode": mode, "domains": [d for d, _ in g.domains],
+                                     "raw": g.raw}, ensure_ascii=False) + "\n")
+                written += 1
+            progress(f"{source}: {len(rows)} descriptions in {time.perf_counter() - t0:.0f} s")
+    return written
 
 
 def assemble(writer_files: list[Path], outputs_file: Path, root: Path, sheets_dir: Path, sheets: int = 4, per_description: int = 5,
-             seed: int = 12) -> dict[str, int]:
+             seed: int = 12, append: bool = False, fractions: tuple[float, float] = (0.6, 0.2),
+             sources: tuple[str, ...] = MODEL_SOURCES) -> dict[str, int]:
     """Build ``descriptions.jsonl``, ``pairs.jsonl`` and blind rating sheets from the writers'
     files (descriptions + deliberate names) and the models' outputs for those descriptions.
 
-    Descriptions that also appear in ``cases/`` or the training datasets are dropped; splits
-    (60/20/20 train/dev/test) are drawn per language from a hash of the description id.
+    Descriptions that also appear in ``cases/``, the training datasets or (``append``) the
+    corpus already are dropped; splits (``fractions`` train/dev, the rest test; 60/20/20 by
+    default) are drawn per language from a hash of the description id. With ``append`` the new
+    descriptions and pairs are added after the existing ones, and the sheets hold only the new pairs.
     """
     import random
 
@@ -141,14 +176,19 @@ def assemble(writer_files: list[Path], outputs_file: Path, root: Path, sheets_di
             seen_texts.add(" ".join(row["business_description"].lower().split()))
     counts = {"descriptions": 0, "overlap_dropped": 0, "invalid_dropped": 0, "pairs": 0}
     descs, pairs = [], []
+    old_descs = _read_jsonl(root / "descriptions.jsonl") if append else []
+    old_pairs = _read_jsonl(root / "pairs.jsonl") if append else []
+    seen_texts.update(" ".join(d["description"].lower().split()) for d in old_descs)
     outputs: dict[str, dict[str, list[str]]] = {}
     for row in _read_jsonl(outputs_file):
         outputs.setdefault(row["id"], {})[f"{row['adapter']}/{row['mode']}"] = row["domains"]
     for path in writer_files:
         for row in _read_jsonl(path):
-            if " ".join(row["description"].lower().split()) in seen_texts:
+            text = " ".join(row["description"].lower().split())
+            if text in seen_texts:
                 counts["overlap_dropped"] += 1
                 continue
+            seen_texts.add(text)
             named: list[tuple[str, str]] = [(d, "expert") for d in row.get("expert", [])]
             named += [(d, "keyword") for d in row.get("keyword", [])]
             named += [(f["domain"], f"flawed/{f['kind']}") for f in row.get("flawed", [])]
@@ -158,10 +198,10 @@ def assemble(writer_files: list[Path], outputs_file: Path, root: Path, sheets_di
                     chosen.setdefault(normalize_domain(dom), source)
                 except ValueError:
                     counts["invalid_dropped"] += 1
-            queues = [list(outputs.get(row["id"], {}).get(src, [])) for src in MODEL_SOURCES]
+            queues = [list(outputs.get(row["id"], {}).get(src, [])) for src in sources]
             taken = 0
             while taken < per_description and any(queues):
-                for src, q in zip(MODEL_SOURCES, queues):
+                for src, q in zip(sources, queues):
                     while q and taken < per_description:
                         dom = q.pop(0)
                         if dom not in chosen:
@@ -177,13 +217,15 @@ def assemble(writer_files: list[Path], outputs_file: Path, root: Path, sheets_di
         group.sort(key=lambda d: hashlib.sha256(d["id"].encode()).hexdigest())
         for i, d in enumerate(group):
             frac = i / len(group)
-            d["split"] = "train" if frac < 0.6 else "dev" if frac < 0.8 else "test"
-    for i, p in enumerate(pairs, 1):
+            d["split"] = "train" if frac < fractions[0] else "dev" if frac < sum(fractions) else "test"
+    first = 1 + max((int(p["pair"][1:]) for p in old_pairs), default=0)
+    for i, p in enumerate(pairs, first):
         p["pair"] = f"p{i:05d}"
     root.mkdir(parents=True, exist_ok=True)
-    (root / "descriptions.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in descs), encoding="utf-8")
+    (root / "descriptions.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in old_descs + descs),
+                                             encoding="utf-8")
     (root / "pairs.jsonl").write_text("".join(json.dumps({k: p[k] for k in ("pair", "id", "domain", "source")}, ensure_ascii=False) + "\n"
-                                              for p in pairs), encoding="utf-8")
+                                              for p in old_pairs + pairs), encoding="utf-8")
     # Blind sheets: description and domain only, shuffled; descriptions dealt round-robin.
     rng = random.Random(seed)
     order = [d["id"] for d in descs]
@@ -242,20 +284,48 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     a.add_argument("--sheets", type=int, default=4)
     a.add_argument("--sheets-dir", type=Path, required=True, help="where the blind sheets go (outside the repo, for the raters)")
+    a.add_argument("--part", type=int, choices=(1, 2), default=1,
+                   help="2: add to the corpus (40/20/40 train/dev/test, v4 and today's decoding first) instead of writing it anew")
+    r = sub.add_parser("retire-test", help="move a test split that has been read into train, so a new one can be frozen")
+    r.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    o = sub.add_parser("outputs", help="run the shipped adapters on the writers' descriptions (names for assemble --outputs)")
+    o.add_argument("writers", nargs="+", type=Path, help="the writers' JSON Lines files")
+    o.add_argument("--out", type=Path, required=True)
     f = sub.add_parser("freeze", help="record the test split's digest in splits.json (once, before the judge's design)")
     f.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     args = ap.parse_args(argv)
+    if args.cmd == "outputs":
+        print(f"wrote {model_outputs(args.writers, args.out)} rows to {args.out}")
+        return 0
     if args.cmd == "assemble":
-        print(assemble(args.writers, args.outputs, args.dir, args.sheets_dir, sheets=args.sheets))
+        part2 = {"append": True, "fractions": (0.4, 0.2), "sources": MODEL_SOURCES_PART2} if args.part == 2 else {}
+        print(assemble(args.writers, args.outputs, args.dir, args.sheets_dir, sheets=args.sheets, **part2))
+        return 0
+    path = args.dir / "splits.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    if args.cmd == "retire-test":
+        if not record.get("test_read"):
+            print(f"{path}: the test split has not been read (no test_read record); it stays frozen", file=sys.stderr)
+            return 2
+        descs = _read_jsonl(args.dir / "descriptions.jsonl")
+        moved = [d["id"] for d in descs if d["split"] == "test"]
+        for d in descs:
+            d["split"] = "train" if d["split"] == "test" else d["split"]
+        (args.dir / "descriptions.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in descs), encoding="utf-8")
+        retired = {**record.pop("test_read"), "test_sha256": record.get("test_sha256"),
+                   "pairs": record.get("pairs", {}).get("test"), "descriptions": len(moved), "moved_to": "train"}
+        record = {**record, "retired_tests": [*record.get("retired_tests", []), retired],
+                  "test_sha256": _test_digest([]), "pairs": {**record.get("pairs", {}), "test": 0}}
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"moved {len(moved)} read test descriptions into train; freeze a new test split once it is rated")
         return 0
     if args.cmd == "freeze":
         pairs = load_corpus(args.dir, include_test=True, check_frozen=False)
-        path = args.dir / "splits.json"
-        if path.exists() and json.loads(path.read_text()).get("test_sha256"):
+        if record.get("test_sha256") and record.get("pairs", {}).get("test"):
             print(f"{path}: the test split is already frozen", file=sys.stderr)
             return 2
         counts = {s: sum(1 for p in pairs if p.split == s) for s in SPLITS}
-        path.write_text(json.dumps({"test_sha256": _test_digest(pairs), "pairs": counts}, indent=2) + "\n")
+        path.write_text(json.dumps({**record, "test_sha256": _test_digest(pairs), "pairs": counts}, indent=2) + "\n")
         print(f"froze the test split ({counts['test']} pairs) in {path}")
         return 0
     try:

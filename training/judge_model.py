@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compare", help="fit every design on train, measure on dev (and today's heuristic judges)")
     c.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    c.add_argument("--split", choices=("dev", "test"), default="dev",
+                   help="test: fit every design on train+dev and measure on the frozen test split (once the design is final)")
     v = sub.add_parser("cv", help="grouped 5-fold cross-validation of every tree design over train+dev")
     v.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     t = sub.add_parser("train", help="fit the chosen design on train+dev and write domain_eval/data/judge_model.*")
@@ -304,12 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     if args.cmd == "compare":
-        pairs = load_corpus(args.dir)
-        train = [p for p in pairs if p.split == "train"]
-        dev = [p for p in pairs if p.split == "dev"]
+        pairs = load_corpus(args.dir, include_test=args.split == "test")
+        # "train"/"dev" below name the fit and held sets: train+dev and test when --split test.
+        train = [p for p in pairs if p.split != args.split and p.split != "test"]
+        dev = [p for p in pairs if p.split == args.split]
         t0 = time.perf_counter()
         Xtr, Xdev = stack_char(features_of(train), train, features_of(dev), dev)
-        print(f"features: {len(train)} train, {len(dev)} dev pairs in {time.perf_counter() - t0:.0f} s")
+        print(f"features: {len(train)} fit, {len(dev)} {args.split} pairs in {time.perf_counter() - t0:.0f} s")
         ceiling = _raters_ceiling(dev)
         print(f"{'raters (a vs b)':<20} rho {ceiling['rho']:.3f}  MAE {ceiling['mae']:.2f}")
         for name in ("heuristic", "heuristic-lexical"):
