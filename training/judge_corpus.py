@@ -165,6 +165,7 @@ def assemble(writer_files: list[Path], outputs_file: Path, root: Path, sheets_di
     import yaml
 
     from domain_eval.domains import normalize_domain
+    from training.datasets import find_overlaps
 
     repo = Path(__file__).resolve().parent.parent
     seen_texts = set()
@@ -185,7 +186,9 @@ def assemble(writer_files: list[Path], outputs_file: Path, root: Path, sheets_di
     for path in writer_files:
         for row in _read_jsonl(path):
             text = " ".join(row["description"].lower().split())
-            if text in seen_texts:
+            # Near-duplicates count too (the leakage rule tests/test_data.py applies): a judge
+            # corpus business the models were trained on, or an evaluation case, would leak.
+            if text in seen_texts or find_overlaps([text], seen_texts):
                 counts["overlap_dropped"] += 1
                 continue
             seen_texts.add(text)
