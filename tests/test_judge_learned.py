@@ -109,10 +109,9 @@ def test_deterministic_and_batch_invariant(judge):
 def test_known_bad_names_score_below_good_ones(judge, desc, good, bad):
     g, b = judge.score(desc, [good, bad]).scores
     assert g.ok and b.ok
-    # 1.0, not 1.5 as with judge f2: f3 scores emberbean.com 2.22 and coffeecoffee.com 1.21 (f2: 4.13
-    # and 1.27). An underrated coinage that the README's "Not yet what issue 12 asks" owns; the bad
-    # names stay at the floor.
-    assert b.overall < g.overall - 1.0, (g.overall, b.overall)
+    # Judge f3 fitted on part 1 of the corpus alone scored emberbean.com 2.22 against coffeecoffee.com
+    # 1.21 and this margin had to drop to 1.0; refitted on both parts it scores them 3.34 and 1.31.
+    assert b.overall < g.overall - 1.5, (g.overall, b.overall)
     assert b.overall <= 4.0
 
 
@@ -215,12 +214,12 @@ REFERENCE_RATINGS = shipped_paths()[0].parents[2] / "data" / "ratings" / "refere
 def test_judge_agrees_with_blind_ratings_of_the_reference_outputs(name, agrees):
     """Names v1-v4 really wrote for the visible cases, rated blind (data/ratings/reference_outputs).
 
-    Measured: f3 (shipped) rho 0.58 / MAE 1.21, f3 without weighting the models' names 0.53 / 1.28,
-    f2 0.43 / 1.35, heuristic-lexical 0.41 / 3.81. The bound fails every one of those but the
-    shipped judge.
+    Measured: the shipped judge (f3 fitted on both corpus parts) rho 0.63 / MAE 1.14; f3 fitted on
+    part 1 alone 0.58 / 1.21, the same unweighted 0.53 / 1.28, f2 0.43 / 1.35, heuristic-lexical
+    0.41 / 3.81. The bound fails every one of those but the shipped judge.
     """
     from domain_eval.judges.agreement import agreement
 
     result = agreement(make_judge(name), read_ratings(REFERENCE_RATINGS))
     assert result.n == 220 and result.errors == 0
-    assert (result.rho >= 0.55 and result.mae <= 1.25) is agrees, (result.rho, result.mae)
+    assert (result.rho >= 0.60 and result.mae <= 1.20) is agrees, (result.rho, result.mae)
