@@ -68,6 +68,10 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
 def _test_digest(pairs: list[RatedPair]) -> str:
     blob = json.dumps(sorted([p.pair, p.description, p.domain, [sorted(r.items()) for r in p.ratings]]
                              for p in pairs if p.split == "test"), ensure_ascii=False)
@@ -225,10 +229,8 @@ def assemble(writer_files: list[Path], outputs_file: Path, root: Path, sheets_di
     for i, p in enumerate(pairs, first):
         p["pair"] = f"p{i:05d}"
     root.mkdir(parents=True, exist_ok=True)
-    (root / "descriptions.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in old_descs + descs),
-                                             encoding="utf-8")
-    (root / "pairs.jsonl").write_text("".join(json.dumps({k: p[k] for k in ("pair", "id", "domain", "source")}, ensure_ascii=False) + "\n"
-                                              for p in old_pairs + pairs), encoding="utf-8")
+    _write_jsonl(root / "descriptions.jsonl", old_descs + descs)
+    _write_jsonl(root / "pairs.jsonl", [{k: p[k] for k in ("pair", "id", "domain", "source")} for p in old_pairs + pairs])
     # Blind sheets: description and domain only, shuffled; descriptions dealt round-robin.
     rng = random.Random(seed)
     order = [d["id"] for d in descs]
@@ -249,6 +251,23 @@ def assemble(writer_files: list[Path], outputs_file: Path, root: Path, sheets_di
                     w.writerow([p["pair"], text_of[desc_id], p["domain"]])
     counts["descriptions"], counts["pairs"] = len(descs), len(pairs)
     return counts
+
+
+def retire_test(root: Path, record: dict) -> int:
+    """Move a test split that has been read (``record["test_read"]``, from ``splits.json``) into
+    train and record it under ``retired_tests``, so that a new test split can be frozen. Returns
+    the number of descriptions moved."""
+    descs = _read_jsonl(root / "descriptions.jsonl")
+    moved = sum(d["split"] == "test" for d in descs)
+    for d in descs:
+        d["split"] = "train" if d["split"] == "test" else d["split"]
+    _write_jsonl(root / "descriptions.jsonl", descs)
+    retired = {**record.pop("test_read"), "test_sha256": record.get("test_sha256"),
+               "pairs": record.get("pairs", {}).get("test"), "descriptions": moved, "moved_to": "train"}
+    record = {**record, "retired_tests": [*record.get("retired_tests", []), retired],
+              "test_sha256": _test_digest([]), "pairs": {**record.get("pairs", {}), "test": 0}}
+    (root / "splits.json").write_text(json.dumps(record, indent=2) + "\n")
+    return moved
 
 
 def _report(pairs: list[RatedPair]) -> str:
@@ -310,17 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         if not record.get("test_read"):
             print(f"{path}: the test split has not been read (no test_read record); it stays frozen", file=sys.stderr)
             return 2
-        descs = _read_jsonl(args.dir / "descriptions.jsonl")
-        moved = [d["id"] for d in descs if d["split"] == "test"]
-        for d in descs:
-            d["split"] = "train" if d["split"] == "test" else d["split"]
-        (args.dir / "descriptions.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in descs), encoding="utf-8")
-        retired = {**record.pop("test_read"), "test_sha256": record.get("test_sha256"),
-                   "pairs": record.get("pairs", {}).get("test"), "descriptions": len(moved), "moved_to": "train"}
-        record = {**record, "retired_tests": [*record.get("retired_tests", []), retired],
-                  "test_sha256": _test_digest([]), "pairs": {**record.get("pairs", {}), "test": 0}}
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"moved {len(moved)} read test descriptions into train; freeze a new test split once it is rated")
+        moved = retire_test(args.dir, record)
+        print(f"moved {moved} read test descriptions into train; freeze a new test split once it is rated")
         return 0
     if args.cmd == "freeze":
         pairs = load_corpus(args.dir, include_test=True, check_frozen=False)
